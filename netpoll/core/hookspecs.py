@@ -1,0 +1,286 @@
+"""Hook specifications: the socket system calls and the poller, as pluggy hooks.
+
+Go keeps its socket syscalls in package-level function variables
+(``net/hook_unix.go``: ``socketFunc``, ``connectFunc``, ``listenFunc``,
+``getsockoptIntFunc``; ``internal/poll/hook_unix.go``: ``CloseFunc``,
+``AcceptFunc``) so that tests can swap them, and its poller is a fixed set of
+functions per OS (``runtime/netpoll_epoll.go`` and friends: ``netpollinit``,
+``netpollopen``, ``netpoll``, ``netpollclose``, ``netpollBreak``).  netpoll
+states both families as pluggy hook specifications, so that swapping them is a
+public plugin API.
+
+Three families live here:
+
+* **System calls** (``socket`` ... ``sendto``).  The real calls are a
+  ``trylast`` plugin (:mod:`netpoll.core.syscalls`).  A plugin that wants to
+  watch or fail a call registers a ``wrapper=True`` implementation: raising
+  before ``yield`` fails the call without running it; after ``yield`` it sees
+  the result (or the exception) and may return something else.  All are
+  ``firstresult``: the first non-``None`` result wins.
+* **Poller** (``netpollinit`` ... ``netpollarm``).  Exactly one backend plugin
+  implements these at a time: the one :mod:`netpoll.core.plugins` selected.
+* **Backend registry** (``netpoll_backends``).  Every backend plugin answers
+  with a :class:`BackendSpec`; selection reads the collected list.
+
+Descriptors are passed as ``sock``: a :class:`socket.socket` in non-blocking
+mode, or, for pipes and files, any object with the same ``recv_into``/``send``/
+``fileno``/``close`` methods (see :class:`netpoll.core.fd.FileHandle`).
+
+Modes are bit flags: :data:`MODE_R` for read readiness, :data:`MODE_W` for
+write readiness.  Timeouts of the poller hooks are in seconds.
+"""
+
+from __future__ import annotations
+
+import socket as _socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+PROJECT = "netpoll"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+#: The descriptor is readable (or at EOF, or in error).
+MODE_R = 1
+#: The descriptor is writable (or hung up, or in error).
+MODE_W = 2
+#: Both directions; used for a combined read+write deadline.
+MODE_RW = MODE_R | MODE_W
+
+#: A socket address as the socket module takes it: (host, port), a 4-tuple for
+#: IPv6, or a path (str/bytes) for Unix sockets.
+Address = Any
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """What a backend plugin tells the registry about itself.
+
+    ``probe`` decides availability by trying the mechanism (create and close a
+    poller object), not by looking for an attribute: it returns ``None`` when
+    the backend works here, or a short reason why it does not.  ``create``
+    returns a fresh plugin object that implements the poller hooks; it is only
+    called after a successful probe.  ``priority`` orders the default choice
+    (higher wins).  ``edge_triggered`` is False for backends that need
+    :func:`netpollarm` before a waiter parks.
+    """
+
+    name: str
+    priority: int
+    probe: Callable[[], str | None]
+    create: Callable[[], object]
+    edge_triggered: bool = True
+    description: str = field(default="")
+
+
+# --------------------------------------------------------------------------
+# System calls (Go: socketFunc, connectFunc, listenFunc, AcceptFunc,
+# getsockoptIntFunc, CloseFunc, plus read/write and the datagram pair).
+# --------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def socket(family: int, type: int, proto: int) -> _socket.socket:  # type: ignore[empty-body]
+    """Create a socket (Go's ``socketFunc``).
+
+    Called by the net layer for every listener, dialed connection and packet
+    conn, before bind/connect.  Returns a :class:`socket.socket` that is
+    already non-blocking and close-on-exec.  Raising :class:`OSError` fails
+    the listen/dial with that error; nothing has been opened then.
+    """
+
+
+@hookspec(firstresult=True)
+def connect(sock: _socket.socket, address: Address) -> None:
+    """Start connecting ``sock`` to ``address`` (Go's ``connectFunc``).
+
+    Called once per dial attempt, right after ``socket`` (and ``control``).
+    Returns ``None`` when the connection completed at once; raises
+    :class:`BlockingIOError` (``EINPROGRESS``) when it is in progress (the
+    caller then waits for write readiness and reads ``SO_ERROR`` through
+    :func:`getsockopt_int`); any other :class:`OSError` fails the dial.
+    """
+
+
+@hookspec(firstresult=True)
+def listen(sock: _socket.socket, backlog: int) -> None:
+    """Mark a bound socket as listening (Go's ``listenFunc``).
+
+    Called once per stream listener after bind.  Returns ``None``; raising
+    :class:`OSError` fails the listen and the socket is closed.
+    """
+
+
+@hookspec(firstresult=True)
+def accept(sock: _socket.socket) -> tuple[_socket.socket, Address]:  # type: ignore[empty-body]
+    """Accept one connection (Go's ``AcceptFunc``/``Accept4Func``).
+
+    Called by ``FD.accept`` each time it tries; the result is a new
+    non-blocking, close-on-exec socket and the peer address.  Raises
+    :class:`BlockingIOError` when nothing is queued (the caller parks),
+    :class:`ConnectionAbortedError` for a connection reset while queued (the
+    caller retries invisibly), any other :class:`OSError` to fail the accept.
+    A wrapper that replaces a successful result with an error must close the
+    accepted socket.
+    """
+
+
+@hookspec(firstresult=True)
+def getsockopt_int(sock: _socket.socket, level: int, option: int) -> int:  # type: ignore[empty-body]
+    """Read an integer socket option (Go's ``getsockoptIntFunc``).
+
+    The net layer calls it for ``SO_ERROR`` after a non-blocking connect
+    reports writable.  Returns the option's value.
+    """
+
+
+@hookspec(firstresult=True)
+def close(sock: _socket.socket) -> None:
+    """Close the descriptor (Go's ``CloseFunc``).
+
+    Called exactly once per descriptor, when the last operation in flight has
+    left after ``FD.close`` (or when a half-built socket is abandoned).
+    """
+
+
+@hookspec(firstresult=True)
+def read(sock: _socket.socket, buf: Any) -> int:  # type: ignore[empty-body]
+    """Read into the writable buffer ``buf``; returns the byte count (0 = EOF).
+
+    Raises :class:`BlockingIOError` when no data is ready: the caller parks on
+    the poll descriptor and calls again after a wakeup.  This is the hot path:
+    with no wrapper registered it is called straight from the syscall table.
+    """
+
+
+@hookspec(firstresult=True)
+def write(sock: _socket.socket, data: Any) -> int:  # type: ignore[empty-body]
+    """Write from the buffer ``data``; returns how many bytes the OS took.
+
+    A short count is normal; ``FD.write`` loops until all is written.
+    Raises :class:`BlockingIOError` when the send buffer is full.
+    """
+
+
+@hookspec(firstresult=True)
+def recvfrom(sock: _socket.socket, buf: Any) -> tuple[int, Address]:  # type: ignore[empty-body]
+    """Receive one datagram into ``buf``; returns ``(nbytes, sender)``.
+
+    Used by packet conns (UDP, unixgram).  Raises :class:`BlockingIOError`
+    when no datagram is queued.
+    """
+
+
+@hookspec(firstresult=True)
+def sendto(sock: _socket.socket, data: Any, address: Address) -> int:  # type: ignore[empty-body]
+    """Send one datagram ``data`` to ``address``; returns the bytes sent.
+
+    Raises :class:`BlockingIOError` when the send buffer is full.
+    """
+
+
+# --------------------------------------------------------------------------
+# Poller (Go: runtime netpollinit/netpollopen/netpoll/netpollclose/
+# netpollBreak/netpollarm).  Implemented by the one selected backend.
+# --------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def netpollinit() -> None:
+    """Create the OS poller object and its wakeup channel.
+
+    Called once, when the first descriptor is registered (Go's
+    ``serverInit.Do``), before any other poller hook.
+    """
+
+
+@hookspec(firstresult=True)
+def netpollopen(fd: int, token: object) -> None:
+    """Register ``fd`` for read and write readiness, once for its lifetime.
+
+    Edge-triggered backends arm both directions now; level-triggered ones only
+    remember the fd until :func:`netpollarm`.  ``token`` is opaque: the backend
+    hands it back from :func:`netpoll` with each event for this fd.  Raising
+    :class:`OSError` (``EPERM`` for a regular file on epoll) means the fd is not
+    pollable and the caller falls back to blocking I/O.
+    """
+
+
+@hookspec(firstresult=True)
+def netpollclose(fd: int) -> None:
+    """Forget ``fd``; called before the descriptor itself is closed."""
+
+
+@hookspec(firstresult=True)
+def netpoll(timeout: float | None) -> Sequence[tuple[object, int]]:  # type: ignore[empty-body]
+    """Wait for readiness; returns ``[(token, modes), ...]``.
+
+    ``timeout`` is ``None`` to block, ``0`` to poll, or seconds to wait.
+    Called by whichever thread is polling.  Returns an empty list on timeout or
+    when woken by :func:`netpollbreak`; the wakeup itself is never reported as
+    an event.  Events for one fd are merged into one entry.
+    """
+
+
+@hookspec(firstresult=True)
+def netpollbreak() -> None:
+    """Interrupt a :func:`netpoll` blocked in another thread.
+
+    Called when a deadline earlier than the poller's sleep is set, and on
+    shutdown.  Must be safe from any thread; extra calls may be coalesced.
+    """
+
+
+@hookspec(firstresult=True)
+def netpollarm(fd: int, mode: int) -> None:
+    """Ask a level-triggered backend to watch ``fd`` for ``mode``.
+
+    Go calls ``netpollarm`` on Solaris/AIX; here the poll and select backends
+    need it.  Called just before a waiter parks; the backend reports the event
+    once and then drops that interest again, so an fd nobody waits on costs
+    nothing.  Edge-triggered backends do not implement it.
+    """
+
+
+# --------------------------------------------------------------------------
+# Backend registry.
+# --------------------------------------------------------------------------
+
+
+@hookspec
+def netpoll_backends() -> list[BackendSpec]:  # type: ignore[empty-body]
+    """Return the backends this plugin provides.
+
+    Called whenever the registry is listed or a backend is selected; results
+    of all plugins are collected.  Third-party packages provide it through the
+    ``netpoll.backends`` entry-point group.
+    """
+
+
+#: Syscall hook names, in the order of the syscall table.
+SYSCALL_HOOKS = (
+    "socket",
+    "connect",
+    "listen",
+    "accept",
+    "getsockopt_int",
+    "close",
+    "read",
+    "write",
+    "recvfrom",
+    "sendto",
+)
+
+#: Poller hook names.
+POLLER_HOOKS = (
+    "netpollinit",
+    "netpollopen",
+    "netpollclose",
+    "netpoll",
+    "netpollbreak",
+    "netpollarm",
+)
