@@ -1,0 +1,48 @@
+"""netpoll: Go's network poller for Python.
+
+A Go-like ``net`` API (:func:`listen`, :func:`dial`, :class:`Dialer`,
+:class:`ListenConfig`, conns with deadlines) on non-blocking descriptors parked
+on a runtime netpoller, with the poller backends (epoll, kqueue, poll, select)
+and the socket syscalls as pluggy plugins.  See DESIGN.md for the layers.
+"""
+
+from __future__ import annotations
+
+from netpoll.core.plugins import BackendError
+from netpoll.core.runtime import runtime as _runtime
+
+__version__ = "0.1.0"
+
+
+def use_backend(name: str | None) -> None:
+    """Choose the poller backend by name (``None``: back to env var / default).
+
+    Call it before the first listen/dial; switching later works only while no
+    descriptor is registered.  Raises :class:`BackendError` for an unknown or
+    unavailable name, listing what is available here.
+    """
+    _runtime.use_backend(name)
+
+
+def backend_name() -> str:
+    """The backend in use, or the one the next listen/dial would start."""
+    return _runtime.backend_name()
+
+
+def available_backends() -> list[str]:
+    """Names of the backends that work on this system, best first."""
+    return _runtime.registry.available()
+
+
+def plugin_manager() -> object:
+    """The pluggy PluginManager: register syscall/poller plugins on it."""
+    return _runtime.pm
+
+
+__all__ = [
+    "BackendError",
+    "available_backends",
+    "backend_name",
+    "plugin_manager",
+    "use_backend",
+]

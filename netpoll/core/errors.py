@@ -1,0 +1,52 @@
+"""Errors of the poll layer (Go's ``internal/poll/fd.go`` error values).
+
+These are raised by :mod:`netpoll.core.fd`; the net layer wraps them into
+``OpError`` with the operation and addresses.  Each is also the builtin class a
+Python user would catch: a deadline is a :class:`TimeoutError`, use of a
+closed descriptor an :class:`OSError` with ``EBADF``.
+"""
+
+from __future__ import annotations
+
+import errno
+
+
+class NetClosingError(OSError):
+    """Use of a closed network connection (Go's ``ErrNetClosing``).
+
+    Raised by an operation on a descriptor that was closed, or that was parked
+    when another thread closed it.
+    """
+
+    def __init__(self, msg: str = "use of closed network connection") -> None:
+        super().__init__(errno.EBADF, msg)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class FileClosingError(NetClosingError):
+    """Use of a closed file (Go's ``ErrFileClosing``), for non-socket fds."""
+
+    def __init__(self) -> None:
+        super().__init__("use of closed file")
+
+
+class DeadlineExceededError(TimeoutError):
+    """An I/O deadline passed (Go's ``ErrDeadlineExceeded``: "i/o timeout")."""
+
+    def __init__(self, msg: str = "i/o timeout") -> None:
+        super().__init__(errno.ETIMEDOUT, msg)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class NotPollableError(OSError):
+    """The descriptor cannot be registered with the poller (Go's ``ErrNotPollable``)."""
+
+    def __init__(self, msg: str = "not pollable") -> None:
+        super().__init__(errno.EPERM, msg)
+
+    def __str__(self) -> str:
+        return str(self.strerror)

@@ -1,0 +1,382 @@
+"""FD: read/write/accept/connect-wait/close on one non-blocking descriptor.
+
+This is Go's ``internal/poll/fd_unix.go`` (``poll.FD``) with
+``fd_poll_runtime.go``.  Every operation follows the same shape:
+
+1. take the fdMutex (reads serialise with reads, writes with writes; a closed
+   FD fails here with "use of closed network connection");
+2. ``prepare``: fail at once if the deadline has passed or the FD is closing;
+3. try the syscall through the syscall table; only on ``EAGAIN`` park on the
+   pollDesc and try again when woken;
+4. release the fdMutex; the last one out after ``close`` destroys the FD.
+
+A descriptor the backend refuses (a regular file on epoll: ``EPERM``) is not
+pollable: it is switched to blocking mode and its operations block in the
+syscall, as Go does.  Deadlines cannot apply to it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from _thread import allocate_lock
+from typing import Any
+
+from netpoll.core.errors import FileClosingError, NetClosingError
+from netpoll.core.fdmutex import FDMutex
+from netpoll.core.hookspecs import MODE_R, MODE_RW, MODE_W
+from netpoll.core.polldesc import PollDesc
+from netpoll.core.runtime import runtime
+
+#: Go caps one read/write syscall at 1 GiB (``maxRW``): larger buffers are
+#: written in chunks, which also keeps a huge send from starving the peer.
+MAX_RW = 1 << 30
+
+_table = runtime.table
+
+
+class FileHandle:
+    """A pipe or file fd with the socket methods the syscall hooks use.
+
+    Lets the same FD code and the same hooks serve pipes (Go's ``os.File``
+    uses the same ``poll.FD``).  Owns the fd: :meth:`close` closes it.
+    """
+
+    __slots__ = ("_fd",)
+
+    def __init__(self, fd: int) -> None:
+        if fd < 0:
+            raise ValueError(f"netpoll: bad file descriptor {fd}")
+        self._fd = fd
+
+    def fileno(self) -> int:
+        """The OS fd (-1 once closed)."""
+        return self._fd
+
+    def recv_into(self, buf: Any) -> int:
+        """Read into ``buf`` (readv, so no intermediate bytes object)."""
+        return os.readv(self._fd, [buf])
+
+    def send(self, data: Any) -> int:
+        """Write from ``data``."""
+        return os.write(self._fd, data)
+
+    def setblocking(self, flag: bool) -> None:
+        """Switch O_NONBLOCK."""
+        os.set_blocking(self._fd, flag)
+
+    def close(self) -> None:
+        """Close the fd once."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __repr__(self) -> str:
+        return f"<FileHandle fd={self._fd}>"
+
+
+def _deadline_to_monotonic(t: float | None) -> float:
+    """A wall-clock deadline (``time.time()`` seconds) as pollDesc's ``d``."""
+    if t is None:
+        return 0.0
+    if t != t:  # NaN
+        raise ValueError("netpoll: deadline is NaN")
+    remaining = t - time.time()
+    if remaining <= 0:
+        return -1.0
+    return time.monotonic() + remaining
+
+
+class FD:
+    """A non-blocking descriptor registered with the netpoller.
+
+    ``sock`` is a non-blocking :class:`socket.socket` or a
+    :class:`FileHandle`.  The FD owns it from construction: if registration
+    fails, the caller still owns it and must close it.
+    """
+
+    __slots__ = ("_close_error", "_csema", "_mu", "is_file", "pd", "sock", "sysfd")
+
+    def __init__(self, sock: Any, *, is_file: bool = False) -> None:
+        sysfd = sock.fileno()
+        if sysfd < 0:
+            raise ValueError(f"netpoll: bad file descriptor {sysfd}")
+        self.sock = sock
+        self.sysfd = sysfd
+        self.is_file = is_file
+        self._mu = FDMutex()
+        self._csema: Any = None
+        self._close_error: BaseException | None = None
+        pd: PollDesc | None
+        try:
+            pd = runtime.poller().open(sysfd)
+        except OSError as exc:
+            if exc.errno != errno.EPERM:
+                raise
+            # Not pollable (regular file): blocking I/O, as Go falls back.
+            pd = None
+            sock.setblocking(True)
+        else:
+            pd.is_file = is_file
+        self.pd = pd
+
+    @property
+    def pollable(self) -> bool:
+        """True when the descriptor is registered with the poller."""
+        return self.pd is not None
+
+    def _closing_error(self) -> OSError:
+        return FileClosingError() if self.is_file else NetClosingError()
+
+    # -- references for non-I/O operations -----------------------------------
+
+    def incref(self) -> None:
+        """Hold the FD open for a non-I/O operation (setsockopt, getsockname...)."""
+        if not self._mu.incref():
+            raise self._closing_error()
+
+    def decref(self) -> None:
+        """Release a reference taken by :meth:`incref`."""
+        if self._mu.decref():
+            self._destroy()
+
+    # -- close ------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close: wake parked operations, and return once the fd is closed.
+
+        Operations parked in other threads fail with the closing error; the
+        OS descriptor is closed when the last of them has left (which may be
+        this call).  A second close raises the closing error.
+        """
+        csema = allocate_lock()
+        csema.acquire()
+        if not self._mu.incref_and_close():
+            raise self._closing_error()
+        # Set before our decref: until then we hold a reference, so nobody
+        # else can reach _destroy and miss the semaphore.
+        self._csema = csema
+        if self.pd is not None:
+            self.pd.evict()
+        if self._mu.decref():
+            self._destroy()
+        # Go's fd.Close waits on csema: close returns after the real close.
+        csema.acquire()
+        err = self._close_error
+        if err is not None:
+            self._close_error = None
+            raise err
+
+    def _destroy(self) -> None:
+        """Unregister and close the OS fd; exactly once, by the last user."""
+        try:
+            if self.pd is not None:
+                pd, self.pd = self.pd, None
+                poller = pd.poller
+                if poller is not None:
+                    poller.close(pd)
+                else:  # registered before a fork that could not re-register it
+                    runtime.cache.free(pd)
+            _table.close(self.sock)
+        except BaseException as exc:
+            self._close_error = exc
+        finally:
+            self.sysfd = -1
+            if self._csema is not None:
+                self._csema.release()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has started."""
+        return self._mu.closed
+
+    # -- reads ----------------------------------------------------------------
+
+    def readinto(self, buf: Any) -> int:
+        """Read into ``buf``; 0 at EOF.  Parks until data, deadline or close."""
+        mu = self._mu
+        if not mu.rwlock(True):
+            raise self._closing_error()
+        try:
+            pd = self.pd
+            if pd is not None:
+                pd.prepare(MODE_R)
+            while True:
+                try:
+                    return int(_table.read(self.sock, buf))
+                except BlockingIOError:
+                    if pd is None:
+                        raise
+                    pd.wait(MODE_R)
+        finally:
+            if mu.rwunlock(True):
+                self._destroy()
+
+    def read(self, n: int) -> bytes:
+        """Read up to ``n`` bytes; ``b""`` at EOF."""
+        if n < 0:
+            raise ValueError(f"netpoll: negative read size {n}")
+        buf = bytearray(n)
+        k = self.readinto(buf)
+        del buf[k:]
+        return bytes(buf)
+
+    def recvfrom_into(self, buf: Any) -> tuple[int, Any]:
+        """Receive one datagram into ``buf``: ``(nbytes, sender)``."""
+        mu = self._mu
+        if not mu.rwlock(True):
+            raise self._closing_error()
+        try:
+            pd = self.pd
+            if pd is not None:
+                pd.prepare(MODE_R)
+            while True:
+                try:
+                    n, addr = _table.recvfrom(self.sock, buf)
+                    return int(n), addr
+                except BlockingIOError:
+                    if pd is None:
+                        raise
+                    pd.wait(MODE_R)
+        finally:
+            if mu.rwunlock(True):
+                self._destroy()
+
+    def accept(self) -> tuple[Any, Any]:
+        """Accept one connection: ``(new socket, peer address)``.
+
+        Retries ``ECONNABORTED`` (a connection reset while queued) and parks
+        on ``EAGAIN``, as Go's ``FD.Accept`` does.
+        """
+        mu = self._mu
+        if not mu.rwlock(True):
+            raise self._closing_error()
+        try:
+            pd = self.pd
+            if pd is not None:
+                pd.prepare(MODE_R)
+            while True:
+                try:
+                    return _table.accept(self.sock)  # type: ignore[no-any-return]
+                except BlockingIOError:
+                    if pd is None:
+                        raise
+                    pd.wait(MODE_R)
+                except ConnectionAbortedError:
+                    continue
+        finally:
+            if mu.rwunlock(True):
+                self._destroy()
+
+    # -- writes -----------------------------------------------------------------
+
+    def write(self, data: Any) -> int:
+        """Write all of ``data``, parking whenever the buffer is full.
+
+        Returns ``len(data)``, or raises; the exception's ``written``
+        attribute says how many bytes went out first.
+        """
+        mu = self._mu
+        if not mu.rwlock(False):
+            raise self._closing_error()
+        nn = 0
+        try:
+            pd = self.pd
+            if pd is not None:
+                pd.prepare(MODE_W)
+            view = data if isinstance(data, (bytes, bytearray)) else memoryview(data).cast("B")
+            total = len(view)
+            if total == 0:
+                return 0
+            if total > MAX_RW:
+                view = memoryview(view)
+            sock = self.sock
+            write = _table.write
+            while True:
+                chunk = view if nn == 0 and total <= MAX_RW else view[nn : nn + MAX_RW]
+                try:
+                    n = write(sock, chunk)
+                except BlockingIOError:
+                    if pd is None:
+                        raise
+                    pd.wait(MODE_W)
+                    continue
+                nn += n
+                if nn >= total:
+                    return nn
+                if nn and not isinstance(view, memoryview):
+                    view = memoryview(view)  # slicing bytes would copy
+        except OSError as exc:
+            exc.written = nn  # type: ignore[attr-defined]
+            raise
+        finally:
+            if mu.rwunlock(False):
+                self._destroy()
+
+    def sendto(self, data: Any, address: Any) -> int:
+        """Send one datagram to ``address``; returns the bytes sent."""
+        mu = self._mu
+        if not mu.rwlock(False):
+            raise self._closing_error()
+        try:
+            pd = self.pd
+            if pd is not None:
+                pd.prepare(MODE_W)
+            while True:
+                try:
+                    return int(_table.sendto(self.sock, data, address))
+                except BlockingIOError:
+                    if pd is None:
+                        raise
+                    pd.wait(MODE_W)
+        finally:
+            if mu.rwunlock(False):
+                self._destroy()
+
+    def wait_write(self) -> None:
+        """Park until writable: how a non-blocking connect waits to finish.
+
+        Go's ``netFD.connect`` calls ``pd.WaitWrite`` under a write lock; the
+        caller then reads ``SO_ERROR``.
+        """
+        mu = self._mu
+        if not mu.rwlock(False):
+            raise self._closing_error()
+        try:
+            pd = self.pd
+            if pd is None:
+                return
+            pd.wait(MODE_W)
+        finally:
+            if mu.rwunlock(False):
+                self._destroy()
+
+    # -- deadlines ----------------------------------------------------------------
+
+    def set_deadline(self, t: float | None) -> None:
+        """Set both deadlines (absolute ``time.time()`` seconds; None clears)."""
+        self._set_deadline(t, MODE_RW)
+
+    def set_read_deadline(self, t: float | None) -> None:
+        """Set the read deadline (absolute ``time.time()`` seconds; None clears)."""
+        self._set_deadline(t, MODE_R)
+
+    def set_write_deadline(self, t: float | None) -> None:
+        """Set the write deadline (absolute ``time.time()`` seconds; None clears)."""
+        self._set_deadline(t, MODE_W)
+
+    def _set_deadline(self, t: float | None, mode: int) -> None:
+        d = _deadline_to_monotonic(t)
+        self.incref()
+        try:
+            pd = self.pd
+            if pd is None:
+                raise OSError(errno.ENOTSUP, "file type does not support deadline")
+            pd.set_deadline(d, mode)
+        finally:
+            self.decref()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._mu.closed else "open"
+        return f"<FD {self.sysfd} {state} pollable={self.pollable}>"
