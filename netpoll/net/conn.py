@@ -1,0 +1,318 @@
+"""Connections: Conn, TCPConn, UnixConn, UDPConn.
+
+Go's ``net/net.go`` (``conn``: Read/Write/Close/LocalAddr/RemoteAddr/
+Set*Deadline, each failure wrapped in ``*OpError``), ``net/tcpsock.go`` +
+``tcpsock_posix.go`` (``TCPConn``: no-delay, keep-alive, linger,
+CloseRead/CloseWrite, buffer sizes), ``net/unixsock.go`` (``UnixConn``) and
+``net/udpsock.go`` (``UDPConn``: ReadFrom/WriteTo).
+
+A :class:`Conn` is an :class:`io.RawIOBase`: ``readinto`` returns 0 at EOF,
+``read`` returns ``b""``, ``write`` writes everything (or raises an OpError
+whose ``written`` says how much went out), and it works as a context manager
+and with :class:`io.BufferedReader`.  ``close`` is idempotent, as for every
+Python file object; any other operation on a closed conn raises
+:class:`~netpoll.net.errors.ErrClosed`, and a ``close`` from another thread
+wakes parked reads and writes, which raise ErrClosed too.
+"""
+
+from __future__ import annotations
+
+import io
+import socket as _socket
+import struct
+from typing import Any
+
+from netpoll.core.errors import NetClosingError
+from netpoll.net.addr import (
+    UDP_NETWORKS,
+    UNIX_NETWORKS,
+    Addr,
+    TCPAddr,
+    UDPAddr,
+    UnixAddr,
+)
+from netpoll.net.context import as_deadline
+from netpoll.net.errors import AddrError, NetError, OpError, op_error, with_syscall
+from netpoll.net.sock import NetFD, RawConn
+
+#: Read size of :meth:`Conn.readall` per syscall.
+READALL_CHUNK = 64 * 1024
+
+
+class WriteToConnectedError(NetError):
+    """write_to on a connected packet conn (Go's ``ErrWriteToConnected``)."""
+
+    def __init__(self) -> None:
+        import errno
+
+        super().__init__(errno.EISCONN, "use of WriteTo with pre-connected connection")
+
+
+class Conn(io.RawIOBase):
+    """A stream or connected packet connection (Go's ``net.Conn``).
+
+    Not created directly: :func:`~netpoll.net.dial.dial` and listeners'
+    ``accept`` return the concrete subclass for the network.
+    """
+
+    def __init__(self, nfd: NetFD) -> None:
+        super().__init__()
+        self._nfd = nfd
+        self._fd = nfd.fd
+
+    # -- errors ------------------------------------------------------------
+
+    def _error(self, op: str, exc: BaseException, syscall: str = "", addr: Any = None) -> OpError:
+        nfd = self._nfd
+        if isinstance(exc, OSError) and syscall:
+            with_syscall(exc, syscall)
+        return op_error(op, nfd.net, nfd.laddr, nfd.raddr if addr is None else addr, exc)
+
+    # -- io.RawIOBase --------------------------------------------------------
+
+    def readable(self) -> bool:
+        """Always True."""
+        return True
+
+    def writable(self) -> bool:
+        """Always True."""
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        """Read into ``buffer``; returns the count, 0 at EOF.
+
+        Parks until data arrives, the read deadline passes (OpError that is a
+        :class:`TimeoutError`) or the conn is closed (ErrClosed).
+        """
+        try:
+            return self._fd.readinto(buffer)
+        except OSError as exc:
+            raise self._error("read", exc, "read") from None
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Read up to ``size`` bytes (``b""`` at EOF); ``-1``/None reads to EOF."""
+        if size is None or size < 0:
+            return self.readall()
+        try:
+            return self._fd.read(size)
+        except OSError as exc:
+            raise self._error("read", exc, "read") from None
+
+    def readall(self) -> bytes:
+        """Read until EOF."""
+        chunks = bytearray()
+        buf = bytearray(READALL_CHUNK)
+        view = memoryview(buf)
+        while True:
+            n = self.readinto(view)
+            if n == 0:
+                return bytes(chunks)
+            chunks += view[:n]
+
+    def write(self, b: Any) -> int:
+        """Write all of ``b``; returns ``len(b)``.
+
+        On failure raises an OpError whose ``written`` attribute is the
+        number of bytes that went out before the error.
+        """
+        try:
+            return self._fd.write(b)
+        except OSError as exc:
+            raise self._error("write", exc, "write") from None
+
+    def close(self) -> None:
+        """Close the conn; parked operations in other threads fail with ErrClosed.
+
+        Returns once the descriptor is closed.  Closing twice is a no-op.
+        """
+        if self.closed:
+            return
+        try:
+            self._fd.close()
+        except NetClosingError:
+            pass  # closed concurrently by another thread
+        except OSError as exc:
+            raise self._error("close", exc, "close") from None
+        finally:
+            super().close()
+
+    def fileno(self) -> int:
+        """The OS descriptor number (for select() or socket options)."""
+        return int(self._fd.sysfd)
+
+    # -- addresses -------------------------------------------------------------
+
+    def local_addr(self) -> Addr | None:
+        """The local address (Go's ``LocalAddr``)."""
+        return self._nfd.laddr
+
+    def remote_addr(self) -> Addr | None:
+        """The remote address, or None for an unconnected packet conn."""
+        return self._nfd.raddr
+
+    # -- deadlines -----------------------------------------------------------
+
+    def set_deadline(self, t: Any) -> None:
+        """Set read and write deadlines: a time.time() float or datetime; None clears.
+
+        Absolute, effective at once for operations already parked; a past
+        deadline makes I/O fail with a timeout until it is moved.
+        """
+        self._set_deadline(t, self._fd.set_deadline)
+
+    def set_read_deadline(self, t: Any) -> None:
+        """Set the read deadline (see :meth:`set_deadline`)."""
+        self._set_deadline(t, self._fd.set_read_deadline)
+
+    def set_write_deadline(self, t: Any) -> None:
+        """Set the write deadline (see :meth:`set_deadline`)."""
+        self._set_deadline(t, self._fd.set_write_deadline)
+
+    def _set_deadline(self, t: Any, setter: Any) -> None:
+        d = as_deadline(t)
+        try:
+            setter(d)
+        except OSError as exc:
+            raise self._error("set", exc) from None
+
+    # -- raw access -------------------------------------------------------------
+
+    def syscall_conn(self) -> RawConn:
+        """A :class:`RawConn` for the descriptor (Go's ``SyscallConn``)."""
+        return RawConn(self._fd)
+
+    def _setsockopt(self, level: int, opt: int, value: int | bytes) -> None:
+        try:
+            self._nfd.setsockopt(level, opt, value)
+        except OSError as exc:
+            raise self._error("set", exc) from None
+
+    def set_read_buffer(self, nbytes: int) -> None:
+        """SO_RCVBUF: the OS receive buffer size."""
+        self._setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, nbytes)
+
+    def set_write_buffer(self, nbytes: int) -> None:
+        """SO_SNDBUF: the OS send buffer size."""
+        self._setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, nbytes)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return (
+            f"<{type(self).__name__} {self._nfd.net} {self._nfd.laddr}->{self._nfd.raddr} {state}>"
+        )
+
+
+class _ShutdownMixin(Conn):
+    """close_read / close_write: shutdown(2) for stream conns."""
+
+    def _shutdown(self, how: int) -> None:
+        try:
+            self._fd.incref()
+        except OSError as exc:
+            raise self._error("close", exc) from None
+        try:
+            self._nfd.sock.shutdown(how)
+        except OSError as exc:
+            raise self._error("close", exc, "shutdown") from None
+        finally:
+            self._fd.decref()
+
+    def close_read(self) -> None:
+        """Shut down the reading side (Go's ``CloseRead``)."""
+        self._shutdown(_socket.SHUT_RD)
+
+    def close_write(self) -> None:
+        """Shut down the writing side: the peer reads EOF (Go's ``CloseWrite``)."""
+        self._shutdown(_socket.SHUT_WR)
+
+
+class TCPConn(_ShutdownMixin):
+    """A TCP connection (Go's ``TCPConn``); TCP_NODELAY is on from the start."""
+
+    def set_no_delay(self, on: bool) -> None:
+        """TCP_NODELAY: send small writes at once (True, the default) or coalesce."""
+        self._setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, int(on))
+
+    def set_keep_alive(self, on: bool) -> None:
+        """SO_KEEPALIVE."""
+        self._setsockopt(_socket.SOL_SOCKET, _socket.SO_KEEPALIVE, int(on))
+
+    def set_keep_alive_period(self, seconds: float) -> None:
+        """Keep-alive idle time and probe interval, rounded up to whole seconds."""
+        try:
+            self._nfd.set_keep_alive_period(seconds)
+        except OSError as exc:
+            raise self._error("set", exc) from None
+
+    def set_linger(self, sec: int) -> None:
+        """SO_LINGER: negative = OS default (close returns at once, data sent in the
+        background), 0 = discard unsent data and reset, > 0 = linger that many seconds."""
+        onoff, linger = (1, sec) if sec >= 0 else (0, 0)
+        self._setsockopt(_socket.SOL_SOCKET, _socket.SO_LINGER, struct.pack("ii", onoff, linger))
+
+
+class UnixConn(_ShutdownMixin):
+    """A Unix-domain connection (Go's ``UnixConn``): unix, unixpacket or unixgram."""
+
+    def read_from(self, b: Any) -> tuple[int, UnixAddr | None]:
+        """Receive one datagram (unixgram): ``(nbytes, sender or None if unnamed)``."""
+        try:
+            n, sa = self._fd.recvfrom_into(b)
+        except OSError as exc:
+            raise self._error("read", exc, "recvfrom") from None
+        addr = UnixAddr.from_sockaddr(sa, self._nfd.net)
+        return n, (addr if addr.name else None)
+
+    def write_to(self, b: Any, addr: UnixAddr | str) -> int:
+        """Send one datagram to ``addr`` (unixgram); returns the bytes sent."""
+        if isinstance(addr, str):
+            addr = UnixAddr(addr, self._nfd.net)
+        if self._nfd.raddr is not None:
+            raise self._error("write", WriteToConnectedError(), addr=addr)
+        try:
+            return int(self._fd.sendto(b, addr.sockaddr()))
+        except OSError as exc:
+            raise self._error("write", exc, "sendto", addr=addr) from None
+
+
+class UDPConn(Conn):
+    """A UDP socket (Go's ``UDPConn``): connected (dial) or not (listen_packet)."""
+
+    def read_from(self, b: Any) -> tuple[int, UDPAddr]:
+        """Receive one datagram into ``b``: ``(nbytes, sender)``; 0 is an empty datagram."""
+        try:
+            n, sa = self._fd.recvfrom_into(b)
+        except OSError as exc:
+            raise self._error("read", exc, "recvfrom") from None
+        return n, UDPAddr.from_sockaddr(sa)
+
+    def write_to(self, b: Any, addr: UDPAddr | TCPAddr | str) -> int:
+        """Send ``b`` as one datagram to ``addr`` (a UDPAddr or ``"host:port"``)."""
+        if isinstance(addr, str):
+            from netpoll.net.lookup import resolve_udp_addr
+
+            try:
+                addr = resolve_udp_addr(self._nfd.net, addr)
+            except OSError as exc:
+                raise self._error("write", exc) from None
+        if self._nfd.raddr is not None:
+            raise self._error("write", WriteToConnectedError(), addr=addr)
+        try:
+            sa = addr.sockaddr(self._nfd.family)
+            return int(self._fd.sendto(b, sa))
+        except AddrError as exc:
+            raise self._error("write", exc, addr=addr) from None
+        except OSError as exc:
+            raise self._error("write", exc, "sendto", addr=addr) from None
+
+
+def new_conn(nfd: NetFD) -> Conn:
+    """The Conn subclass for the NetFD's network."""
+    if nfd.net in UNIX_NETWORKS:
+        return UnixConn(nfd)
+    if nfd.net in UDP_NETWORKS:
+        return UDPConn(nfd)
+    return TCPConn(nfd)
+
+
+__all__ = ["Conn", "TCPConn", "UDPConn", "UnixConn", "WriteToConnectedError", "new_conn"]
