@@ -384,7 +384,9 @@ def socket(
     try:
         if laddr is not None and raddr is None:
             if sotype in (_socket.SOCK_STREAM, _socket.SOCK_SEQPACKET):
-                _listen_stream(nfd, laddr, backlog or max_listener_backlog(), control)
+                _listen_stream(
+                    nfd, laddr, max_listener_backlog() if backlog is None else backlog, control
+                )
             else:
                 _listen_datagram(nfd, laddr, control)
             return nfd
