@@ -132,6 +132,7 @@ class Runtime:
         # Descriptors inherited from the parent move to a fresh poller with a
         # new generation, so stale events of the parent's registration drop.
         fresh = self.poller()
+        fresh._ensure_started()
         for pd in inherited:
             pd.fdseq += 1
             pd.token = (pd, pd.fdseq)
