@@ -268,9 +268,8 @@ class _CountSockets:
 def test_bad_input_fails_before_any_socket(call, exc, text) -> None:  # type: ignore[no-untyped-def]
     counter = _CountSockets()
     before = open_fd_count()
-    with plugin(counter):
-        with pytest.raises(exc) as info:
-            call()
+    with plugin(counter), pytest.raises(exc) as info:
+        call()
     assert text in str(info.value)
     assert counter.n == 0, "a socket was opened"
     assert open_fd_count() == before

@@ -247,7 +247,7 @@ def test_future_timeout(backend: str, network: str) -> None:
 
 @pytest.mark.parametrize("network", STREAMS)
 def test_close_timeout(backend: str, network: str) -> None:
-    with conn_pair(network) as (c1, c2):
+    with conn_pair(network) as (c1, _c2):
         c1.set_deadline(time.time() + 3600)
         wg = Threads()
         errs: list[BaseException] = []
