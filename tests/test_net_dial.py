@@ -442,3 +442,54 @@ def test_backlog_caps(tmp_path: Any) -> None:
     assert _read_backlog(str(p)) == socket.SOMAXCONN
     p.write_text("512\n")
     assert _read_backlog(str(p)) == 512
+
+
+# -- accept details, cancel while racing, finalizers ---------------------------------------
+
+
+def test_accept_retries_connection_aborted(backend: str) -> None:
+    class AbortOnce:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        @hookimpl(wrapper=True)
+        def accept(self, sock: socket.socket) -> Any:
+            self.calls += 1
+            if self.calls == 1:
+                raise ConnectionAbortedError(errno.ECONNABORTED, "Software caused connection abort")
+            return (yield)
+
+    with listener("tcp") as ln:
+        c = netpoll.dial("tcp", str(ln.addr()))
+        hook = AbortOnce()
+        with plugin(hook):
+            s = ln.accept()  # the abort is retried invisibly
+        with c, s:
+            assert hook.calls >= 2
+            assert s.remote_addr() == c.local_addr()
+
+
+@needs_ipv6
+def test_cancel_while_racing(backend: str, dual_name: str) -> None:
+    with Blackhole(socket.AF_INET6) as hole6, Blackhole() as hole4:
+        redirect6 = RedirectConnect(is_v6, hole6.addr)
+        redirect4 = RedirectConnect(is_v4, hole4.addr)
+        ev = threading.Event()
+        threading.Timer(0.4, ev.set).start()
+        before = open_fd_count()
+        with plugin(redirect6), plugin(redirect4), pytest.raises(netpoll.ErrCanceled) as info:
+            netpoll.Dialer(cancel=ev, fallback_delay=0.05).dial("tcp", f"{dual_name}:9")
+        calls = redirect6.calls
+        assert len(calls) == 2 and is_v6(calls[0]) and is_v4(calls[1])  # both were racing
+        assert info.value.addr == netpoll.TCPAddr("::1", 9)  # type: ignore[attr-defined]
+        assert open_fd_count() == before
+
+
+def test_dropped_conn_and_listener_are_closed(backend: str) -> None:
+    import gc
+
+    ln = netpoll.listen("tcp", "127.0.0.1:0")
+    c = netpoll.dial("tcp", str(ln.addr()))
+    with pytest.warns(ResourceWarning):
+        del c, ln
+        gc.collect()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import socket as _socket
 import struct
+import warnings
 from typing import Any
 
 from netpoll.core.errors import NetClosingError
@@ -135,6 +136,17 @@ class Conn(io.RawIOBase):
             raise self._error("close", exc, "close") from None
         finally:
             super().close()
+
+    def __del__(self) -> None:
+        # Like Go's netFD finalizer (and Python's FileIO): close what was
+        # dropped while open, through the poller, with a ResourceWarning.
+        if not getattr(self, "_nfd", None) or self.closed:
+            return
+        warnings.warn(f"unclosed connection {self!r}", ResourceWarning, stacklevel=2)
+        try:
+            self.close()
+        except Exception:
+            pass
 
     def fileno(self) -> int:
         """The OS descriptor number (for select() or socket options)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import socket as _socket
 import threading
+import warnings
 from typing import Any
 
 from netpoll.core.errors import NetClosingError
@@ -106,6 +107,17 @@ class Listener:
 
     def _before_close(self) -> None:
         pass
+
+    def __del__(self) -> None:
+        # Go sets a finalizer on every netFD; an unreferenced open listener is
+        # closed through the poller (not just by the socket object's own
+        # finalizer, which would leave its pollDesc registered).
+        if not getattr(self, "_closed", True):
+            warnings.warn(f"unclosed listener {self!r}", ResourceWarning, stacklevel=2)
+            try:
+                self.close()
+            except Exception:
+                pass
 
     def fileno(self) -> int:
         """The OS descriptor number."""
