@@ -1,0 +1,189 @@
+"""The echo servers the benchmark compares, each run in its own process.
+
+Three servers, each written the way a user of that API would write it:
+
+* ``netpoll``: netpoll's public sync API, an accept loop and one thread per
+  connection doing ``conn.readinto(buf)`` / ``conn.write(view[:n])``;
+* ``threads``: the same shape on stdlib blocking sockets
+  (``recv_into`` / ``sendall``), TCP_NODELAY on as netpoll and asyncio do;
+* ``asyncio``: asyncio streams (``reader.read`` / ``writer.write`` +
+  ``drain``) on the default event loop.
+
+Run as ``python -m netpoll.bench.server --kind KIND [--backend B] [--cpu N]``:
+the process raises its open-file limit, optionally pins itself to one CPU,
+listens on ``127.0.0.1:0``, prints ``READY <port> <pid>`` on stdout and serves
+until its stdin reaches EOF (the parent closed it or died), then exits at once.
+SIGINT is ignored: the parent process handles Ctrl-C and ends its children.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from netpoll.bench.procstat import pin_to_cpu, raise_nofile_limit
+
+#: The server kinds, in the order the benchmark runs them.
+KINDS = ("netpoll", "threads", "asyncio")
+
+#: Listen backlog of the baseline servers: the kernel caps it at somaxconn,
+#: which is what netpoll (like Go) uses by default.
+BACKLOG = 4096
+
+HOST = "127.0.0.1"
+
+
+def _backoff(delay: float) -> float:
+    """Go's accept back-off on temporary errors: 5 ms doubling up to 1 s."""
+    delay = min(1.0, delay * 2 or 0.005)
+    time.sleep(delay)
+    return delay
+
+
+def serve_netpoll(bufsize: int, ready: Callable[[int], None], backend: str | None = None) -> None:
+    """Echo on netpoll's sync API, one thread per connection; never returns."""
+    import netpoll
+
+    if backend:
+        netpoll.use_backend(backend)
+    ln = netpoll.listen("tcp", f"{HOST}:0")
+
+    def handle(conn: Any) -> None:
+        buf = bytearray(bufsize)
+        view = memoryview(buf)
+        try:
+            while True:
+                n = conn.readinto(buf)
+                if not n:
+                    break
+                conn.write(view[:n])
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    ready(ln.addr().port)
+    delay = 0.0
+    while True:
+        try:
+            conn = ln.accept()
+        except OSError as exc:
+            print(f"netpoll server: accept: {exc}", file=sys.stderr, flush=True)
+            delay = _backoff(delay)
+            continue
+        delay = 0.0
+        threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+
+def serve_threads(bufsize: int, ready: Callable[[int], None]) -> None:
+    """Echo on blocking stdlib sockets, one thread per connection; never returns."""
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((HOST, 0))
+    srv.listen(BACKLOG)
+
+    def handle(sock: socket.socket) -> None:
+        buf = bytearray(bufsize)
+        view = memoryview(buf)
+        try:
+            while True:
+                n = sock.recv_into(buf)
+                if not n:
+                    break
+                sock.sendall(view[:n])
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    ready(srv.getsockname()[1])
+    delay = 0.0
+    while True:
+        try:
+            sock, _ = srv.accept()
+        except OSError as exc:
+            print(f"threads server: accept: {exc}", file=sys.stderr, flush=True)
+            delay = _backoff(delay)
+            continue
+        delay = 0.0
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        threading.Thread(target=handle, args=(sock,), daemon=True).start()
+
+
+def serve_asyncio(bufsize: int, ready: Callable[[int], None]) -> None:
+    """Echo on asyncio streams with the default event loop; never returns."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                data = await reader.read(bufsize)
+                if not data:
+                    break
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, HOST, 0, backlog=BACKLOG)
+        ready(server.sockets[0].getsockname()[1])
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def _watch_stdin() -> None:
+    """Exit the whole process as soon as stdin reaches EOF (or fails)."""
+    try:
+        while sys.stdin.buffer.read(4096):
+            pass
+    except (OSError, ValueError):
+        pass
+    os._exit(0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m netpoll.bench.server``."""
+    parser = argparse.ArgumentParser(prog="python -m netpoll.bench.server")
+    parser.add_argument("--kind", choices=KINDS, required=True)
+    parser.add_argument("--backend", default=None, help="netpoll poller backend")
+    parser.add_argument("--bufsize", type=int, default=4096)
+    parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU")
+    args = parser.parse_args(argv)
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise_nofile_limit()
+    pin_to_cpu(args.cpu)
+
+    def ready(port: int) -> None:
+        sys.stdout.write(f"READY {port} {os.getpid()}\n")
+        sys.stdout.flush()
+
+    threading.Thread(target=_watch_stdin, name="stdin-watch", daemon=True).start()
+    try:
+        if args.kind == "netpoll":
+            serve_netpoll(args.bufsize, ready, args.backend)
+        elif args.kind == "threads":
+            serve_threads(args.bufsize, ready)
+        else:
+            serve_asyncio(args.bufsize, ready)
+    except Exception as exc:
+        print(f"{args.kind} server failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
