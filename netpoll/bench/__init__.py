@@ -17,8 +17,8 @@ RSS and CPU are its own.  Scenarios:
     one connection streaming 1 GiB (full run) through the echo: MiB/s.
 
 Servers take turns within each round (A B C, A B C, ...); the table gives the
-median over rounds, the min–max range, and netpoll's median divided by each
-baseline's (``÷threads``, ``÷asyncio``).  With no arguments the quick set runs
+median over rounds, the min-max range, and netpoll's median divided by each
+baseline's (``vs threads``, ``vs asyncio``).  With no arguments the quick set runs
 (one round, about half a minute); ``--full`` runs the whole set.
 
 Public entry points: :func:`add_arguments` and :func:`run` (used by
@@ -347,7 +347,15 @@ def _meta(args: argparse.Namespace, pins: tuple[int, int] | None, rounds: int) -
         "full": bool(getattr(args, "full", False)),
         "available_backends": netpoll.available_backends(),
         "nofile_limit": raise_nofile_limit(),
+        "loadavg_at_start": _loadavg(),
     }
+
+
+def _loadavg() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def _describe_setup(meta: dict[str, Any], servers: list[Server], scenarios: list[Scenario]) -> str:
@@ -402,6 +410,12 @@ def run(args: argparse.Namespace) -> int:
             sys.stderr.flush()
 
     say(_describe_setup(meta, servers, scenarios))
+    load = meta["loadavg_at_start"]
+    if load is not None and load > 0.7:
+        say(
+            f"note: the 1-minute load average is {load:.1f}: other processes compete for "
+            "the CPUs, so the figures will be noisy"
+        )
     say(
         f"{len(scenarios) * len(servers) * rounds} measurements, "
         f"about {_estimate(scenarios, len(servers), rounds):.0f} s"
@@ -447,7 +461,7 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(summaries, baselines))
         print()
         print(
-            "median over rounds; ÷B = netpoll's median / baseline B's (above 1 is better "
+            "median over rounds; vs B = netpoll's median / baseline B's (above 1 is better "
             "for rates, below 1 is better for KB/conn);\nlatency = round trip per message "
             "(per connect+echo+close cycle); peak RSS = server VmHWM; srv/cli CPU = "
             "user+sys time / wall\n(100% = one CPU; '!' marks a load client at 90% or "

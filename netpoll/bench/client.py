@@ -258,7 +258,7 @@ def open_connections(
                 raise BenchClientError(
                     f"timed out opening connections ({len(done)} of {count} open)"
                 )
-            for fd, ev in poller.wait(0.1):
+            for fd, _ev in poller.wait(0.1):
                 st = pending[fd]
                 s = st[0]
                 if st[1] == 0:
@@ -456,7 +456,7 @@ def run_connect(spec: dict[str, Any]) -> dict[str, Any]:
                 count = 0
                 window.start()
                 phase_end = end
-            for fd, ev in events:
+            for fd, _ev in events:
                 st = live[fd]
                 s = st[0]
                 if st[1] == 0:

@@ -93,7 +93,7 @@ def _lat(v: float | None) -> str:
     if v is None:
         return "-"
     if v < 1e-3:
-        return f"{v * 1e6:.0f} µs"
+        return f"{v * 1e6:.0f} us"
     return f"{v * 1e3:.2f} ms"
 
 
@@ -114,8 +114,8 @@ def _pct(v: float | None, flag_at: float | None = None) -> str:
 
 def format_table(summaries: list[Summary], baselines: list[str]) -> str:
     """The side-by-side text table, one block of rows per scenario."""
-    head = ["scenario", "server", "median", "min–max"]
-    head += [f"÷{b}" for b in baselines]
+    head = ["scenario", "server", "median", "min-max"]
+    head += [f"vs {b}" for b in baselines]
     head += ["p50 lat", "p99 lat", "peak RSS", "srv CPU", "cli CPU"]
     rows: list[list[str]] = []
     last = None
@@ -127,28 +127,38 @@ def format_table(summaries: list[Summary], baselines: list[str]) -> str:
             mark = "*" if s.incomplete else ""
             cells = [
                 f"{_num(s.median, unit)} {unit}{mark}",
-                f"{_num(min(s.values), unit)}–{_num(max(s.values), unit)}"
+                f"{_num(min(s.values), unit)}-{_num(max(s.values), unit)}"
                 if len(s.values) > 1
                 else "-",
             ]
-        ratios = [f"{s.ratios[b]:.2f}×" if b in s.ratios else "" for b in baselines]
+        ratios = [f"{s.ratios[b]:.2f}x" if b in s.ratios else "" for b in baselines]
         label = s.scenario.label if s.scenario.key != last else ""
         last = s.scenario.key
         rows.append(
-            [label, s.server.name, *cells, *ratios]
-            + [_lat(s.p50), _lat(s.p99), _mib(s.peak_rss), _pct(s.server_cpu), _pct(s.client_cpu, CLIENT_SATURATED)]
+            [
+                label,
+                s.server.name,
+                *cells,
+                *ratios,
+                _lat(s.p50),
+                _lat(s.p99),
+                _mib(s.peak_rss),
+                _pct(s.server_cpu),
+                _pct(s.client_cpu, CLIENT_SATURATED),
+            ]
         )
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     right = set(range(2, len(head)))
 
     def line(r: list[str]) -> str:
         return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
         ).rstrip()
 
     out = [line(head), line(["-" * w for w in widths])]
     prev = None
-    for s, r in zip(summaries, rows):
+    for s, r in zip(summaries, rows, strict=True):
         if prev is not None and s.scenario.key != prev:
             out.append("")
         prev = s.scenario.key

@@ -217,7 +217,9 @@ def running_server(
                 port, _pid = _read_ready(proc, SERVER_START_TIMEOUT)
             except BenchError as exc:
                 detail = _tail(errfile)
-                raise BenchError(f"{server.name}: {exc}" + (f": {detail}" if detail else ""))
+                raise BenchError(
+                    f"{server.name}: {exc}" + (f": {detail}" if detail else "")
+                ) from None
             yield proc, port, errfile
         finally:
             for stream in (proc.stdin, proc.stdout):
@@ -227,9 +229,7 @@ def running_server(
             group.reap(proc, SERVER_STOP_TIMEOUT)
 
 
-def run_client(
-    group: ProcessGroup, spec: dict[str, Any], timeout: float
-) -> dict[str, Any]:
+def run_client(group: ProcessGroup, spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Run one load-client process with ``spec``; its JSON result."""
     argv = [sys.executable, "-m", "netpoll.bench.client"]
     proc = group.spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

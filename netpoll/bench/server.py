@@ -70,7 +70,9 @@ def serve_netpoll(bufsize: int, ready: Callable[[int], None], backend: str | Non
         finally:
             conn.close()
 
-    ready(ln.addr().port)
+    addr = ln.addr()
+    assert isinstance(addr, netpoll.TCPAddr)
+    ready(addr.port)
     delay = 0.0
     while True:
         try:
