@@ -8,7 +8,7 @@ and the socket syscalls as pluggy plugins.  See DESIGN.md for the layers.
 
 from __future__ import annotations
 
-from netpoll.core.plugins import BackendError
+from netpoll.core.plugins import BackendError, NetpollPluginManager
 from netpoll.core.runtime import runtime as _runtime
 from netpoll.net import (
     Addr,
@@ -64,8 +64,11 @@ def available_backends() -> list[str]:
     return _runtime.registry.available()
 
 
-def plugin_manager() -> object:
-    """The pluggy PluginManager: register syscall/poller plugins on it."""
+def plugin_manager() -> NetpollPluginManager:
+    """The pluggy PluginManager: register syscall/poller plugins on it.
+
+    Registering or unregistering a plugin rebuilds the syscall table at once.
+    """
     return _runtime.pm
 
 

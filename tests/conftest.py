@@ -83,4 +83,3 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     assert not leaked_fds, f"leaked fds: {sorted(leaked_fds)}"
     assert not leaked_threads, f"leaked threads: {leaked_threads}"
     assert leaked_pds == 0, f"leaked pollDescs: {leaked_pds}"
-

@@ -227,7 +227,7 @@ def test_deadline_changes_from_another_thread(pair: tuple[FD, socket.socket]) ->
 
 
 def test_stale_timer_after_deadline_change_does_nothing(pair: tuple[FD, socket.socket]) -> None:
-    fd, peer = pair
+    fd, _peer = pair
     fd.set_read_deadline(time.time() + 0.1)
     fd.set_read_deadline(time.time() + 0.6)  # the 0.1 s timer is now stale
     start = time.monotonic()

@@ -258,7 +258,8 @@ class FD:
                 pd.prepare(MODE_R)
             while True:
                 try:
-                    return _table.accept(self.sock)  # type: ignore[no-any-return]
+                    conn, addr = _table.accept(self.sock)
+                    return conn, addr
                 except BlockingIOError:
                     if pd is None:
                         raise
@@ -296,7 +297,7 @@ class FD:
             while True:
                 chunk = view if nn == 0 and total <= MAX_RW else view[nn : nn + MAX_RW]
                 try:
-                    n = write(sock, chunk)
+                    n: int = write(sock, chunk)
                 except BlockingIOError:
                     if pd is None:
                         raise

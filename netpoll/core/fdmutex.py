@@ -73,7 +73,7 @@ class FDMutex:
         with self._lock:
             if self.closed:
                 return False
-            if (self._rlocked if read else self._wlocked):
+            if self._rlocked if read else self._wlocked:
                 if self._cond is None:
                     self._cond = threading.Condition(self._lock)
                 while (self._rlocked if read else self._wlocked) and not self.closed:

@@ -94,6 +94,10 @@ def _no_backend(*_args: Any) -> Any:
     raise RuntimeError("netpoll: no poller backend is active")
 
 
+def _no_arm(fd: int, mode: int) -> None:
+    """netpollarm on an edge-triggered backend: nothing to do."""
+
+
 class NetpollPluginManager(pluggy.PluginManager):
     """A pluggy PluginManager that keeps :attr:`table` in step with plugins."""
 
@@ -116,7 +120,7 @@ class NetpollPluginManager(pluggy.PluginManager):
         self.rebuild_table()
         return result
 
-    def add_hookspecs(self, module_or_class: object) -> None:
+    def add_hookspecs(self, module_or_class: Any) -> None:
         """Add hook specifications (backends may bring their own)."""
         super().add_hookspecs(module_or_class)
         if hasattr(self, "table"):
@@ -130,14 +134,12 @@ class NetpollPluginManager(pluggy.PluginManager):
             direct: Callable[..., Any] | None = None
             if len(impls) == 1 and not (impls[0].hookwrapper or impls[0].wrapper):
                 impl = impls[0]
-                if impl.plugin is self._os_syscalls:
-                    direct = DIRECT[name]
-                else:
-                    direct = impl.function
+                fn: Callable[..., Any] = impl.function
+                direct = DIRECT[name] if impl.plugin is self._os_syscalls else fn
             if direct is None and not impls:
                 # Poller hooks before a backend is active, or netpollarm on an
                 # edge-triggered backend: calling them is a no-op / error.
-                direct = _no_backend if name != "netpollarm" else (lambda fd, mode: None)
+                direct = _no_backend if name != "netpollarm" else _no_arm
             if direct is not None:
                 setattr(self.table, name, direct)
                 self.table.wrapped[name] = False

@@ -13,6 +13,7 @@ hot path then costs one Python call on top of the socket method.
 from __future__ import annotations
 
 import socket as _socket
+from collections.abc import Callable
 from typing import Any
 
 from netpoll.core.hookspecs import Address, hookimpl
@@ -81,7 +82,7 @@ def sys_sendto(sock: _socket.socket, data: Any, address: Address) -> int:
 
 
 #: hook name -> the direct function the syscall table uses when unwrapped.
-DIRECT = {
+DIRECT: dict[str, Callable[..., Any]] = {
     "socket": sys_socket,
     "connect": sys_connect,
     "listen": sys_listen,
