@@ -209,6 +209,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="do not pin the server to one CPU and the client to another",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument(
+        "--save", metavar="FILE", help="also write the JSON results to FILE (with the table)"
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
 
 
@@ -448,12 +451,16 @@ def run(args: argparse.Namespace) -> int:
     errors = [f"{s.scenario.label} / {s.server.name}: {e}" for s in summaries for e in s.errors]
     baselines = [b for b in BASELINES if any(s.kind == b for s in servers)]
 
+    doc = {
+        "meta": meta | {"wall_seconds": wall},
+        "scenarios": to_json(summaries, measurements),
+        "errors": errors,
+    }
+    save = getattr(args, "save", None)
+    if save:
+        with open(save, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=2)
     if as_json:
-        doc = {
-            "meta": meta | {"wall_seconds": wall},
-            "scenarios": to_json(summaries, measurements),
-            "errors": errors,
-        }
         print(json.dumps(doc, indent=2))
     else:
         print(_describe_setup(meta, servers, scenarios))
