@@ -204,7 +204,8 @@ class FD:
                 pd.prepare(MODE_R)
             while True:
                 try:
-                    return int(_table.read(self.sock, buf))
+                    n: int = _table.read(self.sock, buf)
+                    return n
                 except BlockingIOError:
                     if pd is None:
                         raise

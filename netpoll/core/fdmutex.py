@@ -70,6 +70,21 @@ class FDMutex:
 
     def rwlock(self, read: bool) -> bool:
         """Acquire the read (or write) lock plus a reference; False if closed."""
+        lock = self._lock
+        lock.acquire()
+        # Fast path, uncontended: one lock round-trip and three stores.
+        if not self.closed and not (self._rlocked if read else self._wlocked):
+            if read:
+                self._rlocked = True
+            else:
+                self._wlocked = True
+            self.refs += 1
+            lock.release()
+            return True
+        lock.release()
+        return self._rwlock_slow(read)
+
+    def _rwlock_slow(self, read: bool) -> bool:
         with self._lock:
             if self.closed:
                 return False
@@ -89,14 +104,17 @@ class FDMutex:
 
     def rwunlock(self, read: bool) -> bool:
         """Release the lock and the reference; True if the caller must destroy."""
-        with self._lock:
-            if read:
-                self._rlocked = False
-            else:
-                self._wlocked = False
-            self.refs -= 1
-            if self._cond is not None:
-                # One queued holder of this kind may proceed (notify_all: the
-                # condition is shared by readers and writers).
-                self._cond.notify_all()
-            return self.closed and self.refs == 0
+        lock = self._lock
+        lock.acquire()
+        if read:
+            self._rlocked = False
+        else:
+            self._wlocked = False
+        self.refs -= 1
+        if self._cond is not None:
+            # One queued holder of this kind may proceed (notify_all: the
+            # condition is shared by readers and writers).
+            self._cond.notify_all()
+        destroy = self.closed and self.refs == 0
+        lock.release()
+        return destroy

@@ -197,12 +197,13 @@ class PollDesc:
         Called at the start of each operation, which is about to try the
         syscall anyway, so an old ready latch carries no information.
         """
-        code = self.check(mode)
-        if code:
-            self.raise_for(code)
         if mode == MODE_R:
+            if self.closing or self.rd < 0:
+                self.raise_for(self.check(mode))
             self.rg = None
         else:
+            if self.closing or self.wd < 0:
+                self.raise_for(self.check(mode))
             self.wg = None
 
     def wait(self, mode: int) -> None:
