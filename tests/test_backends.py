@@ -1108,3 +1108,47 @@ def test_emu_close_and_fileno() -> None:
 @needs_emulation
 def test_emu_hook_answers_module() -> None:
     assert emu.netpoll_kqueue_api() is emu
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_shutdown_in_forked_child_does_not_deadlock(bk: Backend) -> None:
+    """The core shuts the parent's backend down in a child; a held lock must not hang it."""
+    bk.poller.netpollbreak()
+    locked = threading.Event()
+    release = threading.Event()
+
+    def hold_lock() -> None:  # like the poller thread mid-netpoll at fork time
+        with bk.poller._lock:
+            locked.set()
+            release.wait(SLOW)
+
+    t = threading.Thread(target=hold_lock)
+    t.start()
+    try:
+        assert locked.wait(SLOW)
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 1
+            try:
+                bk.poller.shutdown()
+                bk.poller.shutdown()
+                code = 0
+            finally:
+                os._exit(code)
+    finally:
+        release.set()
+        t.join()
+    deadline = time.monotonic() + SLOW
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("shutdown() deadlocked in the forked child")
+        time.sleep(0.02)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # The parent's poller is untouched.
+    assert bk.poller.netpoll(SLOW) == []

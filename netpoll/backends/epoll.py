@@ -113,6 +113,8 @@ class EpollPoller:
         self._tokens: dict[int, object] = {}
         self._wake_pending = False
         self._closed = False
+        # See shutdown(): a forked child must not wait for the parent's threads.
+        self._pid = os.getpid()
 
     # -- hooks ------------------------------------------------------------
 
@@ -237,7 +239,16 @@ class EpollPoller:
     # -- not a hook -------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Close the epoll fd and the wakeup fd; safe to call twice."""
+        """Close the epoll fd and the wakeup fd; safe to call twice.
+
+        Also safe in a forked child (the core calls it there to drop the
+        parent's poller), even if a parent thread held the lock at fork time.
+        """
+        if os.getpid() != self._pid:
+            # After fork the lock may be held by a thread that does not exist
+            # in this process (the parent's poller thread): take a fresh one.
+            self._lock = threading.Lock()
+            self._pid = os.getpid()
         with self._lock:
             if self._closed:
                 return

@@ -130,6 +130,8 @@ class KqueuePoller:
         self._tokens: dict[int, object] = {}
         self._wake_pending = False
         self._closed = False
+        # See shutdown(): a forked child must not wait for the parent's threads.
+        self._pid = os.getpid()
         # EVFILT_USER where the API offers it, else a pipe.
         self._user_filter: int | None = getattr(api, "KQ_FILTER_USER", None)
         self._note_trigger: int | None = getattr(api, "KQ_NOTE_TRIGGER", None)
@@ -311,7 +313,16 @@ class KqueuePoller:
     # -- not a hook -------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Close the kqueue and the wakeup pipe; safe to call twice."""
+        """Close the kqueue and the wakeup pipe; safe to call twice.
+
+        Also safe in a forked child (the core calls it there to drop the
+        parent's poller), even if a parent thread held the lock at fork time.
+        """
+        if os.getpid() != self._pid:
+            # After fork the lock may be held by a thread that does not exist
+            # in this process (the parent's poller thread): take a fresh one.
+            self._lock = threading.Lock()
+            self._pid = os.getpid()
         with self._lock:
             if self._closed:
                 return
@@ -319,7 +330,12 @@ class KqueuePoller:
             self._tokens.clear()
             kq, self._kq = self._kq, None
             if kq is not None:
-                kq.close()
+                try:
+                    kq.close()
+                except OSError:
+                    # A kqueue is not inherited across fork (BSD): in a child
+                    # its descriptor is already gone.
+                    pass
             self._close_pipe()
 
 

@@ -111,6 +111,8 @@ class PollPoller:
         self._interest: dict[int, int] = {}
         self._wake_pending = False
         self._closed = False
+        # See shutdown(): a forked child must not wait for the parent's threads.
+        self._pid = os.getpid()
 
     def _init_locked(self) -> select.poll:
         if self._closed:
@@ -236,7 +238,16 @@ class PollPoller:
     # -- not a hook -------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Close the wakeup channel and forget everything; safe to call twice."""
+        """Close the wakeup channel and forget everything; safe to call twice.
+
+        Also safe in a forked child (the core calls it there to drop the
+        parent's poller), even if a parent thread held the lock at fork time.
+        """
+        if os.getpid() != self._pid:
+            # After fork the lock may be held by a thread that does not exist
+            # in this process (the parent's poller thread): take a fresh one.
+            self._lock = threading.Lock()
+            self._pid = os.getpid()
         with self._lock:
             if self._closed:
                 return

@@ -115,6 +115,8 @@ class SelectPoller:
         self._interest: dict[int, int] = {}
         self._wake_pending = False
         self._closed = False
+        # See shutdown(): a forked child must not wait for the parent's threads.
+        self._pid = os.getpid()
 
     def _init_locked(self) -> _Wakeup:
         if self._closed:
@@ -242,7 +244,16 @@ class SelectPoller:
     # -- not a hook -------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Close the wakeup channel and forget everything; safe to call twice."""
+        """Close the wakeup channel and forget everything; safe to call twice.
+
+        Also safe in a forked child (the core calls it there to drop the
+        parent's poller), even if a parent thread held the lock at fork time.
+        """
+        if os.getpid() != self._pid:
+            # After fork the lock may be held by a thread that does not exist
+            # in this process (the parent's poller thread): take a fresh one.
+            self._lock = threading.Lock()
+            self._pid = os.getpid()
         with self._lock:
             if self._closed:
                 return

@@ -199,6 +199,7 @@ class kqueue:  # named like select.kqueue
         #: Level knotes reported last time: their condition is re-checked.
         self._recheck: set[tuple[int, int]] = set()
         self._closed = False
+        self._pid = os.getpid()
 
     # -- file-like ----------------------------------------------------------
 
@@ -214,6 +215,10 @@ class kqueue:  # named like select.kqueue
 
     def close(self) -> None:
         """Close the queue; a ``control`` blocked in another thread returns."""
+        if os.getpid() != self._pid:
+            # Forked: the lock may be held by a thread that is not copied.
+            self._lock = threading.Lock()
+            self._pid = os.getpid()
         with self._lock:
             if self._closed:
                 return
