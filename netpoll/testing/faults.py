@@ -1,0 +1,926 @@
+"""Declarative, deterministic faults on top of the :class:`~netpoll.testing.switch.Switch`.
+
+Go's tests write socktest filters by hand (``net/internal/socktest``'s
+``switch.go`` filters, used by ``net/error_test.go``, ``dial_test.go``,
+``timeout_test.go``...).  This module packages the common ones as rules a
+test declares up front::
+
+    with Faults() as f:
+        f.fail("connect", errno.ECONNREFUSED, times=2)   # two refusals, then real
+        f.reset_after(100)                               # next conn resets after 100 bytes
+        f.short("write", 7)                              # every write takes at most 7 bytes
+        run_the_client()
+
+A :class:`Faults` owns one filter *layer* on a Switch (its own, or one you
+pass in, e.g. the pytest ``netpoll_switch`` fixture's), so ``Switch.set``
+filters and fault rules can be used together.  Every helper returns a
+:class:`Rule`: ``rule.fired`` says how many times it injected, ``rule.remove()``
+stops it.  Rules apply in the order they were added.
+
+Determinism: a rule decides from its own counters (``after`` matching calls
+are let through, then ``times`` are failed), never from the clock, and
+:meth:`Faults.chaos` draws each decision from ``(seed, kind, call index)``,
+so the same calls get the same faults for the same seed.
+
+The fault kinds and how they are realised:
+
+``fail``           the call fails with an errno, before the syscall (default)
+                   or after it (``when="after"``: the real call ran, a created
+                   socket is closed by the Switch).
+``delay``          sleep before the syscall (a slow connect, a slow close...).
+``short``          the syscall sees at most ``max_bytes`` of the buffer.
+``eagain``         the call reports ``EAGAIN`` without running, and (``wake``)
+                   a readiness event is then posted through the poller hook,
+                   so the parked operation retries: an EAGAIN storm.  With
+                   ``wake=False`` nothing wakes it: a lost wakeup, which only
+                   the deadline (or new data) ends.
+``blackhole_connect``  connect reports ``EINPROGRESS`` without connecting;
+                   the poller never reports the socket writable and
+                   ``SO_ERROR`` keeps saying ``EINPROGRESS``, so the dial
+                   ends only at its deadline or cancel.  Loopback only: no
+                   packet is ever sent.
+``reset_after``    a connection's reads (or writes) fail with ``ECONNRESET``
+                   once it has transferred ``nbytes``.
+``spurious_wakeups``  the poller reports readiness that is not there.
+``chaos``          seeded random mix of the above over chosen kinds.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import random
+import socket as _socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from netpoll.core.hookspecs import MODE_R, MODE_RW, MODE_W
+from netpoll.testing.switch import IO_KINDS, AfterFilter, Status, Switch
+
+__all__ = [
+    "CHAOS_ACTIONS",
+    "Faults",
+    "Injection",
+    "Rule",
+    "on_address",
+    "on_fd",
+]
+
+_R = TypeVar("_R", bound="Rule")
+
+#: Predicate a rule's ``where`` takes.
+Where = Callable[[Status], bool]
+
+#: What :meth:`Faults.chaos` may inject, per kind: an errno (the call fails
+#: with it), "short" (a short read/write), "eagain" (EAGAIN + wakeup) or
+#: "delay" (a few milliseconds).
+CHAOS_ACTIONS: dict[str, tuple[int | str, ...]] = {
+    "socket": (errno.EMFILE, errno.ENFILE),
+    "connect": (errno.ECONNREFUSED, errno.ETIMEDOUT, errno.ENETUNREACH),
+    "listen": (errno.EADDRINUSE,),
+    "accept": (errno.ECONNABORTED, errno.EMFILE, "eagain"),
+    "getsockopt": (errno.ENOBUFS,),
+    "close": (errno.EIO,),
+    "read": (errno.ECONNRESET, "short", "eagain"),
+    "write": (errno.EPIPE, errno.ECONNRESET, "short", "eagain"),
+    "recvfrom": (errno.ECONNREFUSED, "short", "eagain"),
+    "sendto": (errno.ENOBUFS, "eagain"),
+    "netpoll": ("delay",),
+}
+
+# Which readiness an operation of a kind waits for (eagain's wakeup).
+_MODE_OF = {
+    "read": MODE_R,
+    "recvfrom": MODE_R,
+    "accept": MODE_R,
+    "write": MODE_W,
+    "sendto": MODE_W,
+    "connect": MODE_W,
+}
+
+
+def make_error(err: int | BaseException | type[BaseException]) -> BaseException:
+    """A fresh exception for ``err``: an errno, an exception class or instance.
+
+    ``OSError(errno, strerror)`` picks the builtin subclass
+    (:class:`ConnectionRefusedError` for ``ECONNREFUSED``...).  Instances are
+    copied, because the net layer annotates the exception it is given.
+    """
+    if isinstance(err, int):
+        return OSError(err, os.strerror(err))
+    if isinstance(err, type):
+        if issubclass(err, OSError):
+            code = _DEFAULT_ERRNO.get(err)
+            return err(code, os.strerror(code)) if code is not None else err()
+        return err()
+    try:
+        return type(err)(*err.args)
+    except TypeError:
+        return err
+
+
+_DEFAULT_ERRNO: dict[type[BaseException], int] = {
+    ConnectionRefusedError: errno.ECONNREFUSED,
+    ConnectionResetError: errno.ECONNRESET,
+    ConnectionAbortedError: errno.ECONNABORTED,
+    BrokenPipeError: errno.EPIPE,
+    TimeoutError: errno.ETIMEDOUT,
+    BlockingIOError: errno.EAGAIN,
+    InterruptedError: errno.EINTR,
+    PermissionError: errno.EPERM,
+}
+
+
+# -- predicates ------------------------------------------------------------------
+
+
+def _norm_host(host: str) -> str:
+    host = host.strip("[]").split("%")[0]
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
+
+
+def _address_key(addr: Any) -> Any:
+    """A comparable form of a socket address, ``"host:port"`` text or Addr object."""
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return (_norm_host(str(addr[0])), int(addr[1]))
+    text = str(addr)
+    if text.count(":") >= 1 and not text.startswith("/") and not text.startswith("@"):
+        host, _, port = text.rpartition(":")
+        if port.isdigit():
+            return (_norm_host(host), int(port))
+    return text
+
+
+def on_address(match: Any) -> Where:
+    """A ``where`` for calls whose ``address`` argument is ``match``.
+
+    ``match`` is a socket address tuple, ``"host:port"`` text, an address
+    object (``ln.addr()``), a Unix path, or a callable taking the address.
+    """
+    if callable(match):
+        fn: Callable[[Any], bool] = match
+        return lambda st: st.address is not None and bool(fn(st.address))
+    key = _address_key(match)
+    return lambda st: st.address is not None and _address_key(st.address) == key
+
+
+def on_fd(target: Any) -> Where:
+    """A ``where`` for calls on one descriptor: an fd number or anything with ``fileno()``."""
+    fd = target if isinstance(target, int) else int(target.fileno())
+    return lambda st: st.fd == fd
+
+
+def _all(*preds: Where | None) -> Where | None:
+    ps = [p for p in preds if p is not None]
+    if not ps:
+        return None
+    if len(ps) == 1:
+        return ps[0]
+    return lambda st: all(p(st) for p in ps)
+
+
+# -- the poller side ------------------------------------------------------------
+
+
+def _runtime() -> Any:
+    from netpoll.core.runtime import runtime
+
+    return runtime
+
+
+def _pd_for_fd(fd: int) -> Any:
+    """The live pollDesc registered for ``fd``, or None."""
+    if fd < 0:
+        return None
+    for pd in list(_runtime().cache.live_set):
+        if pd.fd == fd and not pd.closing and pd.token is not None:
+            return pd
+    return None
+
+
+def _token_fd(token: Any) -> int:
+    """The fd of a poller token (the core's tokens are ``(pollDesc, generation)``)."""
+    try:
+        return int(token[0].fd)
+    except (TypeError, IndexError, AttributeError):
+        return -1
+
+
+def _break_poller() -> None:
+    rt = _runtime()
+    if rt.active_backend() is None:
+        return
+    try:
+        rt.table.netpollbreak()
+    except (OSError, RuntimeError):
+        pass  # the poller is being shut down
+
+
+# -- rules -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Injection:
+    """One injected fault, as recorded in :attr:`Faults.log`."""
+
+    rule: str
+    kind: str
+    fd: int
+    what: str
+
+
+class Rule:
+    """One declared fault: which calls, how often, and what happens to them.
+
+    ``kinds`` are the filter kinds it injects into; ``where`` (a predicate on
+    the :class:`Status`) narrows them; the first ``after`` matching calls are
+    let through, then the next ``times`` (None: all) get the fault.
+    ``fired`` counts injections, ``seen`` matching calls.
+    """
+
+    #: Extra kinds a rule watches without injecting (bookkeeping).
+    watch: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        name: str,
+        kinds: Iterable[str],
+        *,
+        times: int | None = 1,
+        after: int = 0,
+        where: Where | None = None,
+    ) -> None:
+        if times is not None and times < 0:
+            raise ValueError(f"netpoll: times must be >= 0 or None, not {times}")
+        if after < 0:
+            raise ValueError(f"netpoll: after must be >= 0, not {after}")
+        self.name = name
+        self.kinds = tuple(Switch.kind_name(k) for k in kinds)
+        self.times = times
+        self.after = after
+        self.where = where
+        self.seen = 0
+        self.fired = 0
+        self.active = True
+        self._lock = threading.Lock()
+        self._faults: Faults | None = None
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "removed"
+        return f"<Rule {self.name} {'/'.join(self.kinds)} fired={self.fired} {state}>"
+
+    def _claim(self, st: Status) -> bool:
+        """Count a matching call; True when this one gets the fault."""
+        if not self.active or (self.where is not None and not self.where(st)):
+            return False
+        with self._lock:
+            self.seen += 1
+            if self.seen <= self.after:
+                return False
+            if self.times is not None and self.fired >= self.times:
+                return False
+            self.fired += 1
+        return True
+
+    @property
+    def exhausted(self) -> bool:
+        """True once ``times`` faults have been injected."""
+        return self.times is not None and self.fired >= self.times
+
+    def before(self, st: Status) -> AfterFilter | None:
+        """Called before a call of one of :attr:`kinds`; raise to fail it."""
+        return None
+
+    def observe(self, st: Status) -> AfterFilter | None:
+        """Called before a call of one of :attr:`watch` (never raises)."""
+        return None
+
+    def remove(self) -> None:
+        """Stop injecting; the rule is taken off its :class:`Faults`."""
+        faults = self._faults
+        if faults is not None:
+            faults._remove(self)
+        else:
+            self._stop()
+
+    def _stop(self) -> None:
+        self.active = False
+
+    def _record(self, st: Status, what: str) -> None:
+        faults = self._faults
+        if faults is not None:
+            faults._record(Injection(self.name, st.kind, st.fd, what))
+
+
+class _Fail(Rule):
+    def __init__(self, kinds: Iterable[str], err: Any, when: str, **kw: Any) -> None:
+        super().__init__("fail", kinds, **kw)
+        if when not in ("before", "after"):
+            raise ValueError(f"netpoll: when must be 'before' or 'after', not {when!r}")
+        make_error(err)  # validate now
+        self.err = err
+        self.when = when
+
+    def before(self, st: Status) -> AfterFilter | None:
+        if not self._claim(st):
+            return None
+        exc = make_error(self.err)
+        self._record(st, f"{self.when}: {exc!r}")
+        if self.when == "before":
+            raise exc
+
+        def replace(_st: Status) -> Any:
+            raise make_error(self.err)
+
+        return replace
+
+
+class _Delay(Rule):
+    def __init__(self, kinds: Iterable[str], seconds: float, **kw: Any) -> None:
+        super().__init__("delay", kinds, **kw)
+        if seconds < 0:
+            raise ValueError(f"netpoll: negative delay {seconds}")
+        self.seconds = seconds
+
+    def before(self, st: Status) -> AfterFilter | None:
+        if self._claim(st):
+            self._record(st, f"sleep {self.seconds}")
+            time.sleep(self.seconds)
+        return None
+
+
+class _Short(Rule):
+    def __init__(self, kinds: Iterable[str], max_bytes: int, **kw: Any) -> None:
+        super().__init__("short", kinds, **kw)
+        for k in self.kinds:
+            if k not in IO_KINDS:
+                raise ValueError(f"netpoll: short applies to {IO_KINDS}, not {k!r}")
+        if max_bytes < 1:
+            raise ValueError(f"netpoll: max_bytes must be >= 1, not {max_bytes}")
+        self.max_bytes = max_bytes
+
+    def before(self, st: Status) -> AfterFilter | None:
+        if self._claim(st):
+            cur = st.max_bytes
+            st.max_bytes = self.max_bytes if cur is None else min(cur, self.max_bytes)
+        return None
+
+
+class _Eagain(Rule):
+    def __init__(self, kinds: Iterable[str], wake: bool, **kw: Any) -> None:
+        super().__init__("eagain", kinds, **kw)
+        for k in self.kinds:
+            if k not in _MODE_OF or k == "connect":
+                raise ValueError(
+                    f"netpoll: eagain applies to read/write/accept/recvfrom/sendto, not {k!r}"
+                )
+        self.wake = wake
+        self.watch = ("netpoll",) if wake else ()
+
+    def before(self, st: Status) -> AfterFilter | None:
+        if not self._claim(st):
+            return None
+        self._record(st, "EAGAIN" + (" + wakeup" if self.wake else " (no wakeup)"))
+        faults = self._faults
+        if self.wake and faults is not None:
+            # Posted before the raise, delivered by the poller after it: the
+            # pollDesc's ready latch keeps it for the wait that follows.
+            faults._post_ready(st.fd, _MODE_OF[st.kind])
+        raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+
+
+class _Blackhole(Rule):
+    """connect → EINPROGRESS, never writable, SO_ERROR stays EINPROGRESS."""
+
+    watch = ("getsockopt", "netpoll", "close")
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__("blackhole_connect", ("connect",), **kw)
+        self._holes: set[int] = set()
+
+    def before(self, st: Status) -> AfterFilter | None:
+        if not self._claim(st):
+            return None
+        with self._lock:
+            self._holes.add(st.fd)
+        self._record(st, f"blackhole {st.address!r}")
+        # The real connect never runs, so no SYN leaves and the socket stays
+        # unconnected until the dial gives up and closes it.
+        raise BlockingIOError(errno.EINPROGRESS, os.strerror(errno.EINPROGRESS))
+
+    def observe(self, st: Status) -> AfterFilter | None:
+        holes = self._holes
+        if not holes:
+            return None
+        if st.kind == "close":
+            with self._lock:
+                holes.discard(st.fd)
+            return None
+        if st.kind == "getsockopt":
+            if st.fd in holes and st.args.get("option") == _socket.SO_ERROR:
+                # An unconnected socket reads SO_ERROR 0; say "still trying".
+                return lambda _st: errno.EINPROGRESS
+            return None
+        if st.kind == "netpoll":
+            return self._strip
+        return None
+
+    def _strip(self, st: Status) -> None:
+        # Linux reports an unconnected stream socket as writable + hung up;
+        # hide that, so the dial parks until its deadline instead of spinning.
+        if st.error is None and st.result:
+            holes = self._holes
+            kept = [ev for ev in st.result if _token_fd(ev[0]) not in holes]
+            if len(kept) != len(st.result):
+                st.result = kept
+
+
+class _ResetAfter(Rule):
+    """Per connection: after ``nbytes`` read (or written), every call fails."""
+
+    watch = ("close",)
+
+    def __init__(self, kind: str, nbytes: int, err: Any, **kw: Any) -> None:
+        super().__init__("reset_after", (kind,), **kw)
+        if self.kinds[0] not in ("read", "write"):
+            raise ValueError(f"netpoll: reset_after applies to read or write, not {kind!r}")
+        if nbytes < 0:
+            raise ValueError(f"netpoll: negative nbytes {nbytes}")
+        self.nbytes = nbytes
+        self.err = err
+        self._count: dict[int, int] = {}  # fd -> bytes so far, for targeted conns
+        self._targets = 0
+
+    def _target(self, st: Status) -> bool:
+        fd = st.fd
+        if fd in self._count:
+            return True
+        if not self.active or (self.where is not None and not self.where(st)):
+            return False
+        with self._lock:
+            self.seen += 1
+            if self.seen <= self.after:
+                return False
+            if self.times is not None and self._targets >= self.times:
+                return False
+            self._targets += 1
+            self._count[fd] = 0
+        return True
+
+    def before(self, st: Status) -> AfterFilter | None:
+        if not self._target(st):
+            return None
+        fd = st.fd
+        done = self._count.get(fd, 0)
+        remaining = self.nbytes - done
+        if remaining <= 0:
+            with self._lock:
+                first = done == self.nbytes
+                if first:
+                    self.fired += 1
+                    self._count[fd] = self.nbytes + 1  # reset happened: sticky
+            if first:
+                self._record(st, f"reset after {self.nbytes} bytes")
+            raise make_error(self.err)
+        cur = st.max_bytes
+        st.max_bytes = remaining if cur is None else min(cur, remaining)
+
+        def count(st: Status) -> None:
+            if st.error is None and isinstance(st.result, int) and st.result > 0:
+                with self._lock:
+                    if fd in self._count:
+                        self._count[fd] += st.result
+
+        return count
+
+    def observe(self, st: Status) -> AfterFilter | None:
+        if st.kind == "close" and st.fd in self._count:
+            with self._lock:
+                self._count.pop(st.fd, None)
+        return None
+
+
+class _Spurious(Rule):
+    """Readiness events that are not there, on live descriptors."""
+
+    watch = ("netpoll",)
+
+    def __init__(self, rate: float, seed: int, interval: float, **kw: Any) -> None:
+        super().__init__("spurious_wakeups", (), **kw)
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"netpoll: rate must be in [0, 1], not {rate}")
+        self.rate = rate
+        self.interval = interval
+        self._rng = random.Random(seed)
+        self._stopping = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    def _start(self) -> None:
+        if self.interval > 0:
+            # A blocked poller only returns when something happens; the ticker
+            # makes it return often, so there is something to add events to.
+            t = threading.Thread(target=self._tick, name="netpoll-faults-ticker", daemon=True)
+            self._ticker = t
+            t.start()
+
+    def _tick(self) -> None:
+        while not self._stopping.wait(self.interval):
+            _break_poller()
+
+    def _stop(self) -> None:
+        super()._stop()
+        self._stopping.set()
+        t = self._ticker
+        if t is not None and t is not threading.current_thread():
+            t.join()
+        self._ticker = None
+
+    def observe(self, st: Status) -> AfterFilter | None:
+        return self._add if st.kind == "netpoll" and self.active else None
+
+    def _add(self, st: Status) -> None:
+        if st.error is not None:
+            return
+        extra = []
+        where = self.where
+        with self._lock:
+            for pd in list(_runtime().cache.live_set):
+                token = pd.token
+                if token is None or pd.closing:
+                    continue
+                if self._rng.random() < self.rate:
+                    extra.append((token, MODE_RW))
+            self.fired += len(extra)
+        if where is not None:
+            extra = [
+                ev for ev in extra if where(Status("netpoll", st.cookie, _token_fd(ev[0]), {}))
+            ]
+        if extra:
+            st.result = [*(st.result or ()), *extra]
+
+
+class _Chaos(Rule):
+    """Seeded faults: decision i of kind k depends only on (seed, k, i)."""
+
+    def __init__(
+        self,
+        seed: int | str,
+        rate: float,
+        kinds: Iterable[str],
+        actions: dict[str, Sequence[int | str]] | None,
+        **kw: Any,
+    ) -> None:
+        super().__init__("chaos", kinds, times=None, **kw)
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"netpoll: rate must be in [0, 1], not {rate}")
+        self.seed = seed
+        self.rate = rate
+        self.actions: dict[str, tuple[int | str, ...]] = {}
+        for k in self.kinds:
+            acts = tuple((actions or {}).get(k, CHAOS_ACTIONS.get(k, ())))
+            if not acts:
+                raise ValueError(f"netpoll: chaos has no actions for kind {k!r}")
+            for a in acts:
+                if isinstance(a, str) and a not in ("short", "eagain", "delay"):
+                    raise ValueError(f"netpoll: unknown chaos action {a!r}")
+                if a == "short" and k not in IO_KINDS:
+                    raise ValueError(f"netpoll: chaos action 'short' needs an I/O kind, not {k!r}")
+                if a == "eagain" and (k not in _MODE_OF or k == "connect"):
+                    raise ValueError(f"netpoll: chaos action 'eagain' does not apply to {k!r}")
+            self.actions[k] = acts
+        if any("eagain" in a for a in self.actions.values()):
+            self.watch = ("netpoll",)
+        self._calls: dict[str, int] = {}
+        #: ``(kind, call index, action)`` of every injected fault, in order.
+        self.log: list[tuple[str, int, str]] = []
+
+    def before(self, st: Status) -> AfterFilter | None:
+        if not self.active or (self.where is not None and not self.where(st)):
+            return None
+        kind = st.kind
+        with self._lock:
+            n = self._calls.get(kind, 0)
+            self._calls[kind] = n + 1
+        rng = random.Random(f"{self.seed}:{kind}:{n}")
+        if rng.random() >= self.rate:
+            return None
+        action = rng.choice(self.actions[kind])
+        name = errno.errorcode.get(action, str(action)) if isinstance(action, int) else action
+        with self._lock:
+            self.fired += 1
+            self.log.append((kind, n, name))
+        self._record(st, f"chaos #{n}: {name}")
+        if isinstance(action, int):
+            raise make_error(action)
+        if action == "short":
+            key = "buf" if kind in ("read", "recvfrom") else "data"
+            size = len(memoryview(st.args[key]).cast("B"))
+            if size > 1:
+                limit = 1 + rng.randrange(size - 1)
+                st.max_bytes = limit if st.max_bytes is None else min(st.max_bytes, limit)
+            return None
+        if action == "delay":
+            time.sleep(rng.uniform(0.0, 0.005))
+            return None
+        faults = self._faults
+        if faults is not None:
+            faults._post_ready(st.fd, _MODE_OF[kind])
+        raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+
+
+# -- Faults --------------------------------------------------------------------------
+
+
+class Faults:
+    """A set of fault rules on a :class:`Switch` (context manager).
+
+    With no ``switch`` it creates and installs its own for the ``with``
+    block; with one, it adds a filter layer to it and leaves installing to
+    its owner.  Leaving the block removes every rule (and stops the
+    spurious-wakeup ticker).
+    """
+
+    def __init__(self, switch: Switch | None = None) -> None:
+        self._own = switch is None
+        self.switch = switch if switch is not None else Switch()
+        self._lock = threading.Lock()
+        self._rules: list[Rule] = []
+        # kind -> (rules injecting into it, rules watching it); tuples are
+        # swapped whole, so the call path reads them without the lock.
+        self._by_kind: dict[str, tuple[tuple[Rule, ...], tuple[Rule, ...]]] = {}
+        self._pending: list[tuple[object, int]] = []
+        #: Every fault injected, in order (see :class:`Injection`).
+        self.log: list[Injection] = []
+
+    # -- lifetime ----------------------------------------------------------------
+
+    def install(self) -> Faults:
+        """Install the owned Switch (a shared one is left as it is)."""
+        if self._own:
+            self.switch.install()
+        return self
+
+    def uninstall(self) -> None:
+        """Remove every rule; uninstall the Switch if this object owns it."""
+        self.clear()
+        if self._own:
+            self.switch.uninstall()
+
+    def __enter__(self) -> Faults:
+        return self.install()
+
+    def __exit__(self, *exc: object) -> None:
+        self.uninstall()
+
+    @property
+    def rules(self) -> list[Rule]:
+        """The active rules, in the order they apply."""
+        with self._lock:
+            return list(self._rules)
+
+    def clear(self) -> None:
+        """Remove every rule."""
+        for rule in self.rules:
+            self._remove(rule)
+
+    # -- declaring faults --------------------------------------------------------
+
+    def fail(
+        self,
+        kind: str | Iterable[str],
+        err: int | BaseException | type[BaseException],
+        times: int | None = 1,
+        after: int = 0,
+        where: Where | None = None,
+        *,
+        when: str = "before",
+    ) -> Rule:
+        """Fail calls of ``kind`` with ``err`` (an errno, exception class or instance).
+
+        The first ``after`` matching calls run normally, then ``times`` of
+        them (None: all) fail.  ``when="before"`` fails without running the
+        syscall; ``when="after"`` runs it and replaces its result (a socket
+        or accepted conn it created is closed, a close still closes).
+        """
+        return self._add(_Fail(_kinds(kind), err, when, times=times, after=after, where=where))
+
+    def delay(
+        self,
+        kind: str | Iterable[str],
+        seconds: float,
+        times: int | None = None,
+        after: int = 0,
+        where: Where | None = None,
+    ) -> Rule:
+        """Sleep ``seconds`` before each matching call (the syscall then runs)."""
+        return self._add(_Delay(_kinds(kind), seconds, times=times, after=after, where=where))
+
+    def short(
+        self,
+        kind: str | Iterable[str],
+        max_bytes: int,
+        times: int | None = None,
+        after: int = 0,
+        where: Where | None = None,
+    ) -> Rule:
+        """Make read/write/recvfrom/sendto see at most ``max_bytes`` of the buffer.
+
+        Reads return fewer bytes (the caller sees it); writes take fewer and
+        the net layer's write loop sends the rest (the caller does not).
+        """
+        return self._add(_Short(_kinds(kind), max_bytes, times=times, after=after, where=where))
+
+    def eagain(
+        self,
+        kind: str | Iterable[str],
+        times: int | None = 1,
+        after: int = 0,
+        where: Where | None = None,
+        *,
+        wake: bool = True,
+    ) -> Rule:
+        """Answer matching calls with EAGAIN without running them.
+
+        With ``wake`` (default) a readiness event for the descriptor is
+        posted through the poller hook, so the parked operation retries at
+        once: ``times=50`` is an EAGAIN storm.  ``wake=False`` is a lost
+        wakeup: the operation stays parked until real readiness, its
+        deadline, or a close.
+        """
+        rule = _Eagain(_kinds(kind), wake, times=times, after=after, where=where)
+        return self._add(rule)
+
+    def blackhole_connect(
+        self, match: Any = None, times: int | None = None, where: Where | None = None
+    ) -> Rule:
+        """Connects to ``match`` (None: all; see :func:`on_address`) never complete.
+
+        The dial waits until its deadline (an OpError that is a
+        :class:`TimeoutError`) or cancel; no packet is sent and nothing
+        outside loopback is needed.  The happy-eyeballs fallback, partial
+        deadlines and cancel paths can be tested with it.
+        """
+        pred = _all(on_address(match) if match is not None else None, where)
+        return self._add(_Blackhole(times=times, where=pred))
+
+    def reset_after(
+        self,
+        nbytes: int,
+        kind: str = "read",
+        times: int | None = 1,
+        where: Where | None = None,
+        *,
+        err: int | BaseException | type[BaseException] = errno.ECONNRESET,
+    ) -> Rule:
+        """The next ``times`` matching connections reset after ``nbytes``.
+
+        Their reads (``kind="write"``: writes) deliver exactly ``nbytes``
+        (short calls at the boundary), then fail with ``ECONNRESET`` from
+        then on.  ``fired`` counts connections that were reset.
+        """
+        return self._add(_ResetAfter(kind, nbytes, err, times=times, where=where))
+
+    def spurious_wakeups(
+        self, rate: float, seed: int = 0, interval: float = 0.005, where: Where | None = None
+    ) -> Rule:
+        """Add fake readiness events: each poll reports each live fd with probability ``rate``.
+
+        A ticker interrupts the poller every ``interval`` seconds so that it
+        returns (and fakes) even when nothing happens.  ``fired`` counts the
+        fake events.
+        """
+        rule = _Spurious(rate, seed, interval, times=None, where=where)
+        self._add(rule)
+        rule._start()
+        return rule
+
+    def chaos(
+        self,
+        seed: int | str,
+        rate: float,
+        kinds: Iterable[str] = ("connect", "accept", "read", "write"),
+        where: Where | None = None,
+        actions: dict[str, Sequence[int | str]] | None = None,
+    ) -> Rule:
+        """Seeded random faults over ``kinds`` (see :data:`CHAOS_ACTIONS`).
+
+        Call ``i`` of kind ``k`` gets a fault with probability ``rate``,
+        decided by ``(seed, k, i)`` alone, so the same sequence of calls gets
+        the same faults for the same seed, whatever the timing.  The rule's
+        ``log`` lists ``(kind, index, action)`` of each fault.
+        """
+        return self._add(_Chaos(seed, rate, tuple(kinds), actions, where=where))
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def _add(self, rule: _R) -> _R:
+        rule._faults = self
+        with self._lock:
+            self._rules.append(rule)
+            kinds = self._rebuild_locked()
+        for kind in kinds:
+            self._sync_layer(kind)
+        return rule
+
+    def _remove(self, rule: Rule) -> None:
+        rule._stop()
+        with self._lock:
+            if rule not in self._rules:
+                return
+            self._rules.remove(rule)
+            kinds = self._rebuild_locked() | set(rule.kinds) | set(rule.watch)
+        for kind in kinds:
+            self._sync_layer(kind)
+
+    def _rebuild_locked(self) -> set[str]:
+        table: dict[str, tuple[list[Rule], list[Rule]]] = {}
+        for rule in self._rules:
+            for k in rule.kinds:
+                table.setdefault(k, ([], []))[0].append(rule)
+            for k in rule.watch:
+                table.setdefault(k, ([], []))[1].append(rule)
+        self._by_kind = {k: (tuple(a), tuple(b)) for k, (a, b) in table.items()}
+        return set(table)
+
+    def _sync_layer(self, kind: str) -> None:
+        if kind in self._by_kind:
+            self.switch.set_layer(self, kind, self._dispatcher(kind))
+        else:
+            self.switch.set_layer(self, kind, None)
+
+    def _dispatcher(self, kind: str) -> Callable[[Status], AfterFilter | None]:
+        if kind == "netpoll":
+            return self._dispatch_netpoll
+
+        def dispatch(st: Status) -> AfterFilter | None:
+            return self._dispatch(kind, st)
+
+        return dispatch
+
+    def _dispatch(self, kind: str, st: Status) -> AfterFilter | None:
+        injecting, watching = self._by_kind.get(kind, ((), ()))
+        afters: list[AfterFilter] = []
+        for rule in watching:
+            a = rule.observe(st)
+            if a is not None:
+                afters.append(a)
+        for rule in injecting:
+            a = rule.before(st)
+            if a is not None:
+                afters.append(a)
+        return _combine(afters)
+
+    def _dispatch_netpoll(self, st: Status) -> AfterFilter | None:
+        if self._pending:
+            # Events are waiting: make this poll return at once to carry them.
+            _break_poller()
+        afters: list[AfterFilter] = [self._drain]
+        a = self._dispatch("netpoll", st)
+        if a is not None:
+            afters.append(a)
+        return _combine(afters)
+
+    def _drain(self, st: Status) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        if pending and st.error is None:
+            st.result = [*(st.result or ()), *pending]
+
+    def _post_ready(self, fd: int, mode: int) -> None:
+        """Deliver a readiness event for ``fd`` through the poller hook."""
+        pd = _pd_for_fd(fd)
+        if pd is None:
+            return
+        with self._lock:
+            self._pending.append((pd.token, mode))
+        _break_poller()
+
+    def _record(self, inj: Injection) -> None:
+        with self._lock:
+            self.log.append(inj)
+
+    def __repr__(self) -> str:
+        return f"<Faults rules={self.rules!r}>"
+
+
+def _kinds(kind: str | Iterable[str]) -> tuple[str, ...]:
+    return (kind,) if isinstance(kind, str) else tuple(kind)
+
+
+def _combine(afters: list[AfterFilter]) -> AfterFilter | None:
+    if not afters:
+        return None
+    if len(afters) == 1:
+        return afters[0]
+
+    def after(st: Status) -> None:
+        Switch._after(st, afters)
+
+    return after

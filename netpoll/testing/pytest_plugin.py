@@ -1,0 +1,203 @@
+"""pytest plugin: netpoll fault-injection fixtures, backend marker and option, leak check.
+
+Loaded through the ``pytest11`` entry point (``netpoll = "netpoll.testing.pytest_plugin"``)
+whenever netpoll is installed; with a source checkout that is not installed,
+run pytest with ``-p netpoll.testing.pytest_plugin``.  Do not do both: if the
+entry point is active *and* the module is named with ``-p`` or
+``pytest_plugins``, pytest registers one module under two names and stops
+with "Plugin already registered under a different name".  ``-p no:netpoll
+-p netpoll.testing.pytest_plugin`` works either way (the entry point's name
+is blocked, the module is loaded by its own name).
+
+What it provides (Go's ``net/main_test.go`` installs socktest hooks for the
+whole package and checks ``sw.Sockets()`` after the run; here it is per test):
+
+``netpoll_switch`` fixture
+    A :class:`~netpoll.testing.switch.Switch` installed for the test and
+    removed afterwards, even when the test fails.  If the test passed but
+    left sockets open that the Switch saw created, the teardown fails,
+    naming each socket and where it was opened (after a short grace period
+    for sockets other threads are still closing).
+``netpoll_faults`` fixture
+    A :class:`~netpoll.testing.faults.Faults` on that same Switch (so the
+    leak check covers it); its rules are removed after the test.
+``@pytest.mark.netpoll_backend("poll")``
+    Runs the test on that poller backend (``netpoll.use_backend``), restoring
+    the previous choice afterwards; skipped when the backend is not available
+    here.  The switch happens before any fixture is set up.
+``--netpoll-backend NAME`` / ini ``netpoll_backend = NAME``
+    The backend for the whole session, as ``NETPOLL_BACKEND`` would choose it
+    (the option overrides ``NETPOLL_BACKEND``, which overrides the ini value).
+
+Tests that use none of this pay for two marker lookups per test and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Generator, Iterator
+from typing import Any
+
+import pytest
+
+from netpoll.testing.faults import Faults
+from netpoll.testing.switch import Switch
+
+#: How long the leak check waits for sockets other threads are still closing.
+LEAK_GRACE = 2.0
+
+_ENV = "NETPOLL_BACKEND"
+_MARKER = "netpoll_backend"
+_prev_backend_key = pytest.StashKey[tuple[bool, Any]]()
+_call_failed_key = pytest.StashKey[bool]()
+_saved_env_key = pytest.StashKey[tuple[bool, str | None]]()
+
+
+def _runtime() -> Any:
+    from netpoll.core.runtime import runtime
+
+    return runtime
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--netpoll-backend`` and the ``netpoll_backend`` ini key."""
+    group = parser.getgroup("netpoll", "netpoll network poller")
+    group.addoption(
+        "--netpoll-backend",
+        dest="netpoll_backend",
+        default=None,
+        metavar="NAME",
+        help="poller backend for the session (epoll, kqueue, poll, select; a comma "
+        "list is tried in order); overrides NETPOLL_BACKEND",
+    )
+    parser.addini(
+        "netpoll_backend",
+        "default netpoll poller backend for the session (NETPOLL_BACKEND overrides it)",
+        default="",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker; apply the session backend before anything uses netpoll."""
+    config.addinivalue_line(
+        "markers",
+        f"{_MARKER}(name): run this test on the named netpoll poller backend "
+        "(skipped where it is not available)",
+    )
+    name = config.getoption("netpoll_backend")
+    if not name:
+        ini = str(config.getini("netpoll_backend") or "").strip()
+        if ini and not os.environ.get(_ENV, "").strip():
+            name = ini
+    if not name:
+        return
+    from netpoll.core.plugins import BackendError
+
+    rt = _runtime()
+    try:
+        rt.registry.resolve(name)
+    except BackendError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    finally:
+        # Probing may run before a conftest enables an emulated backend.
+        rt.registry.forget_probes()
+    # Through the environment, like NETPOLL_BACKEND itself, so that conftest
+    # files and subprocesses see the same choice.
+    config.stash[_saved_env_key] = (_ENV in os.environ, os.environ.get(_ENV))
+    os.environ[_ENV] = name
+    active = rt.active_backend()
+    if active is not None and active != name.split(",")[0].strip():
+        rt.use_backend(None)  # restart on the env choice at next use
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Restore ``NETPOLL_BACKEND`` as it was before the session."""
+    saved = config.stash.get(_saved_env_key, None)
+    if saved is None:
+        return
+    had, value = saved
+    if had and value is not None:
+        os.environ[_ENV] = value
+    else:
+        os.environ.pop(_ENV, None)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    """Switch backends for a marked test before its fixtures are set up."""
+    marker = item.get_closest_marker(_MARKER)
+    if marker is not None:
+        name = marker.args[0] if marker.args else marker.kwargs.get("name")
+        if not isinstance(name, str) or not name:
+            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{_MARKER} needs a backend name")
+        from netpoll.core.plugins import BackendError
+
+        rt = _runtime()
+        prev = getattr(rt, "_choice", None)
+        try:
+            rt.use_backend(name)
+        except BackendError as exc:
+            pytest.skip(f"netpoll backend {name!r} is not available here: {exc}")
+        item.stash[_prev_backend_key] = (True, prev)
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_teardown(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, None, None]:
+    """Restore the backend a marked test replaced, after its fixtures are gone."""
+    try:
+        return (yield)
+    finally:
+        saved = item.stash.get(_prev_backend_key, None)
+        if saved is not None:
+            del item.stash[_prev_backend_key]
+            _runtime().use_backend(saved[1])
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Remember whether the test body failed (a failed test's leaks are not reported)."""
+    report = yield
+    if report.when == "call" and report.failed:
+        item.stash[_call_failed_key] = True
+    return report
+
+
+def _wait_for_leaks(sw: Switch, grace: float) -> str:
+    deadline = time.monotonic() + grace
+    while sw.sockets() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return sw.leak_report()
+
+
+@pytest.fixture
+def netpoll_switch(request: pytest.FixtureRequest) -> Iterator[Switch]:
+    """A :class:`~netpoll.testing.switch.Switch` installed for this test, leak-checked after."""
+    sw = Switch()
+    sw.install()
+    try:
+        yield sw
+        report = ""
+        if not request.node.stash.get(_call_failed_key, False):
+            report = _wait_for_leaks(sw, LEAK_GRACE)
+    finally:
+        sw.clear()
+        sw.uninstall()
+    if report:
+        pytest.fail(f"netpoll: {request.node.nodeid} left sockets open\n{report}", pytrace=False)
+
+
+@pytest.fixture
+def netpoll_faults(netpoll_switch: Switch) -> Iterator[Faults]:
+    """A :class:`~netpoll.testing.faults.Faults` on the test's ``netpoll_switch``."""
+    faults = Faults(netpoll_switch)
+    try:
+        yield faults
+    finally:
+        faults.uninstall()
