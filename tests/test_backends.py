@@ -1152,3 +1152,18 @@ def test_shutdown_in_forked_child_does_not_deadlock(bk: Backend) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     # The parent's poller is untouched.
     assert bk.poller.netpoll(SLOW) == []
+
+
+def test_level_arm_without_waiter_leaves_no_wakeup(
+    level_backend: Backend, sockpair: tuple[socket.socket, socket.socket]
+) -> None:
+    """Arming while nobody polls costs no wakeup: the next wait simply includes it."""
+    a, b = sockpair
+    token = object()
+    level_backend.open(a.fileno(), token)
+    level_backend.poller.netpollarm(a.fileno(), MODE_R)
+    start = time.monotonic()
+    assert level_backend.poll(0.2) == {}
+    assert time.monotonic() - start >= 0.16  # not cut short by a stray wakeup
+    b.send(b"x")
+    assert level_backend.poll(SLOW) == {id(token): MODE_R}

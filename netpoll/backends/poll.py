@@ -17,9 +17,11 @@ How poll is used here, and why:
   removed from the poll set entirely, so it cannot spin either.
 
 * **Wakeups.**  A blocked ``poll`` only sees the fd set it started with, so a
-  new arm must interrupt it: ``netpollarm`` and ``netpollbreak`` write to a
-  non-blocking pipe (an eventfd on Linux) that is always in the set.  The
-  write is coalesced by a flag that the polling thread clears after draining.
+  new arm must interrupt it: ``netpollarm`` (only while a wait is in progress;
+  a later ``poll`` sees the new interest anyway) and ``netpollbreak`` (always:
+  a break before the wait must still cut it short) write to a non-blocking
+  pipe (an eventfd on Linux) that is always in the set.  The write is
+  coalesced by a flag that the polling thread clears after draining.
 
 * **Threads.**  Python's ``select.poll`` object copies its fd table into a
   private array before it drops the GIL for the syscall, so ``register`` and
@@ -110,6 +112,9 @@ class PollPoller:
         #: fd -> armed modes; fds with no interest are not in the poll set.
         self._interest: dict[int, int] = {}
         self._wake_pending = False
+        #: True while a thread is (about to be) blocked in poll(): only then
+        #: does a new arm need to interrupt it.
+        self._polling = False
         self._closed = False
         # See shutdown(): a forked child must not wait for the parent's threads.
         self._pid = os.getpid()
@@ -171,15 +176,17 @@ class PollPoller:
                 return  # already watched: the blocked poll has it
             self._interest[fd] = new
             p.register(fd, _mask_for(new))  # register() modifies a known fd
-            self._wake_locked()
+            if self._polling:
+                # The blocked poll works on its own copy of the fd table; a
+                # poll that starts later copies the updated one.
+                self._wake_locked()
 
     @hookimpl
     def netpoll(self, timeout: float | None) -> Sequence[tuple[object, int]]:
         """Wait up to ``timeout`` seconds; report and disarm ready modes."""
-        p = self._poll
-        if p is None:
-            with self._lock:
-                p = self._init_locked()
+        with self._lock:
+            p = self._init_locked()
+            self._polling = True
         if timeout is None:
             wait_ms: int | None = None
         else:
@@ -188,7 +195,10 @@ class PollPoller:
         try:
             events = p.poll(wait_ms)
         except InterruptedError:  # pragma: no cover - PEP 475 retries for us
-            return []
+            events = []
+        finally:
+            with self._lock:
+                self._polling = False
         if not events:
             return []
         result: list[tuple[object, int]] = []

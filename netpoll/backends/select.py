@@ -21,9 +21,10 @@ How select is used here, and why:
   poll's ``POLLNVAL``.
 
 * **Wakeups.**  A blocked ``select`` only sees the sets it was given, so a new
-  arm, like ``netpollbreak``, writes to a wakeup pipe (an eventfd on Linux)
-  that is always in the read set; writes coalesce through a flag that the
-  polling thread clears after draining.
+  arm made while a wait is in progress, like any ``netpollbreak``, writes to
+  a wakeup pipe (an eventfd on Linux) that is always in the read set; an arm
+  with nobody waiting needs no wakeup, the next snapshot includes it.  Writes
+  coalesce through a flag that the polling thread clears after draining.
 
 * **Threads.**  The fd sets are snapshots built under a lock at the start of
   each wait, so ``netpollopen``/``netpollclose``/``netpollarm`` from other
@@ -114,6 +115,9 @@ class SelectPoller:
         #: fd -> armed modes (only fds with some interest).
         self._interest: dict[int, int] = {}
         self._wake_pending = False
+        #: True from the snapshot of the fd sets until select returns: only
+        #: then does a new arm need to interrupt the wait.
+        self._polling = False
         self._closed = False
         # See shutdown(): a forked child must not wait for the parent's threads.
         self._pid = os.getpid()
@@ -170,7 +174,8 @@ class SelectPoller:
             new = old | (mode & (MODE_R | MODE_W))
             if new != old:
                 self._interest[fd] = new
-                self._wake_locked()
+                if self._polling:  # a later select takes a fresh snapshot
+                    self._wake_locked()
 
     @hookimpl
     def netpoll(self, timeout: float | None) -> Sequence[tuple[object, int]]:
@@ -184,6 +189,7 @@ class SelectPoller:
                     rlist.append(fd)
                 if interest & MODE_W:
                     wlist.append(fd)
+            self._polling = True
         wait = None if timeout is None else max(timeout, 0.0)
         bad: list[int] = []
         try:
@@ -197,6 +203,9 @@ class SelectPoller:
             # down).  Find the culprits; they are reported like POLLNVAL.
             bad = [fd for fd in set(rlist + wlist) if _is_bad_fd(fd)]
             readable = writable = []
+        finally:
+            with self._lock:
+                self._polling = False
         ready: dict[int, int] = {}
         for fd in readable:
             ready[fd] = ready.get(fd, 0) | MODE_R
