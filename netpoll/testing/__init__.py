@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from netpoll.testing.faults import Faults, Injection, Rule, on_address, on_fd
+    from netpoll.testing.faults import Faults, Injection, Rule, on_address, on_fd, on_thread
     from netpoll.testing.switch import Cookie, SocketInfo, Stat, Status, Switch
 
 _EXPORTS = {
@@ -35,6 +35,7 @@ _EXPORTS = {
     "Rule": "netpoll.testing.faults",
     "on_address": "netpoll.testing.faults",
     "on_fd": "netpoll.testing.faults",
+    "on_thread": "netpoll.testing.faults",
 }
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "Switch",
     "on_address",
     "on_fd",
+    "on_thread",
 ]
 
 

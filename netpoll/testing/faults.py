@@ -68,6 +68,7 @@ __all__ = [
     "Rule",
     "on_address",
     "on_fd",
+    "on_thread",
 ]
 
 _R = TypeVar("_R", bound="Rule")
@@ -175,6 +176,16 @@ def on_fd(target: Any) -> Where:
     """A ``where`` for calls on one descriptor: an fd number or anything with ``fileno()``."""
     fd = target if isinstance(target, int) else int(target.fileno())
     return lambda st: st.fd == fd
+
+
+def on_thread(thread: threading.Thread | None = None) -> Where:
+    """A ``where`` for calls made by ``thread`` (default: the calling thread).
+
+    Handy when the code under test and a test server share the process:
+    ``f.reset_after(3, where=on_thread())`` resets the client's reads only.
+    """
+    ident = (thread or threading.current_thread()).ident
+    return lambda _st: threading.get_ident() == ident
 
 
 def _all(*preds: Where | None) -> Where | None:
@@ -621,7 +632,8 @@ class _Chaos(Rule):
             raise make_error(action)
         if action == "short":
             key = "buf" if kind in ("read", "recvfrom") else "data"
-            size = len(memoryview(st.args[key]).cast("B"))
+            with memoryview(st.args[key]) as view:
+                size = view.nbytes
             if size > 1:
                 limit = 1 + rng.randrange(size - 1)
                 st.max_bytes = limit if st.max_bytes is None else min(st.max_bytes, limit)

@@ -517,35 +517,43 @@ class Switch:
         returned, so that a created socket a filter hid can be closed.
         """
         afters = self._before(st)
-        short = st.max_bytes
-        tls = self._tls
-        if short is not None:
-            self._set_short(st, short)
+        views = self._set_short(st) if st.max_bytes is not None else None
         try:
             st.result = yield
         except BaseException as exc:
             st.error = exc
         finally:
-            if short is not None:
-                tls.__dict__.pop(st.kind, None)
+            if views is not None:
+                # Release the views at once: the caller may resize its buffer
+                # (FD.read trims a bytearray), which exported views forbid.
+                self._tls.__dict__.pop(st.kind, None)
+                for v in reversed(views):
+                    v.release()
         real = st.result, st.error
         if afters:
             self._after(st, afters)
         return real
 
-    def _set_short(self, st: Status, n: int) -> None:
-        """Arrange for the real call to see only ``n`` bytes of the buffer."""
+    def _set_short(self, st: Status) -> list[memoryview] | None:
+        """Arrange for the real call to see only ``st.max_bytes`` of the buffer."""
         if st.kind not in IO_KINDS:
             raise ValueError(f"netpoll: max_bytes applies to {IO_KINDS}, not {st.kind!r}")
-        key = "buf" if st.kind in ("read", "recvfrom") else "data"
-        view = memoryview(st.args[key]).cast("B")
-        if n < len(view):
-            # Picked up by the tryfirst substitute implementation in the
-            # same plugin: pluggy wrappers cannot change the arguments.
-            setattr(self._tls, st.kind, view[: max(0, n)])
+        n = max(0, int(st.max_bytes or 0))
+        base = memoryview(st.args["buf" if st.kind in ("read", "recvfrom") else "data"])
+        flat = base.cast("B") if base.format != "B" or base.ndim != 1 else base
+        if n >= flat.nbytes:
+            if flat is not base:
+                flat.release()
+            base.release()
+            return None
+        short = flat[:n]
+        # Picked up by the tryfirst substitute implementation of the same
+        # plugin: pluggy wrappers cannot change the arguments of the call.
+        setattr(self._tls, st.kind, short)
+        return [base, flat, short] if flat is not base else [base, short]
 
     def _take_short(self, kind: str) -> Any:
-        return self._tls.__dict__.pop(kind, None)
+        return self._tls.__dict__.get(kind)
 
     @staticmethod
     def _outcome(st: Status) -> Any:
