@@ -476,7 +476,7 @@ def _strip_prefix(message: str) -> str:
 def _describe_oserror(exc: OSError) -> str:
     text = str(exc)
     if exc.errno == errno.EADDRINUSE:
-        return f"{text} (the address is in use: choose another port, or port 0 for a free one)"
+        return f"{text} (choose another port, or port 0 for a free one)"
     if exc.errno == errno.EACCES:
         return f"{text} (permission denied: ports below 1024 need privileges)"
     return text
