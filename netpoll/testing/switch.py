@@ -707,32 +707,40 @@ class Switch:
     def _h_close(self, sock: Any) -> Generator[None, Any, Any]:
         fd = _fileno(sock)
         st = Status("close", self.cookie_of(fd, sock), fd, {"sock": sock})
+        # Forget the fd *before* it is closed: the moment close(2) returns,
+        # another thread may get the same number from socket or accept.
+        with self._lock:
+            info = self._sotab.pop(fd, None)
         try:
             afters = self._before(st)
         except OSError as exc:
             # Cancelled: close for real anyway (see the module docstring), so
             # the injected error never leaks the descriptor.
             _close_quietly(sock)
-            self._closed(fd, failed=True)
+            self._closed(info, failed=True)
             raise exc from None
+        except BaseException:
+            _close_quietly(sock)
+            self._closed(info, failed=True)
+            raise
         try:
             st.result = yield
         except BaseException as e:
             st.error = e
         if afters:
             self._after(st, afters)
-        self._closed(fd, failed=st.error is not None)
+        self._closed(info, failed=st.error is not None)
         return self._outcome(st)
 
-    def _closed(self, fd: int, failed: bool) -> None:
+    def _closed(self, info: SocketInfo | None, failed: bool) -> None:
+        if info is None:
+            return
         with self._lock:
-            info = self._sotab.pop(fd, None)
-            if info is not None:
-                s = self._stat_locked(info.cookie)
-                if failed:
-                    s.close_failed += 1
-                else:
-                    s.closed += 1
+            s = self._stat_locked(info.cookie)
+            if failed:
+                s.close_failed += 1
+            else:
+                s.closed += 1
 
     def _h_io(self, kind: str, sock: Any, args: dict[str, Any]) -> Generator[None, Any, Any]:
         fd = _fileno(sock)
