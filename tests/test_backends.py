@@ -84,8 +84,9 @@ def make_registry(*, emulate_kqueue: bool) -> tuple[NetpollPluginManager, Backen
         pm.register(emu, name="kqueue-emulation")
     registry = BackendRegistry(pm)
     registry.specs()  # loads the built-in backend modules
-    # The registry binds the kqueue backend to its manager (see the report /
-    # plugins._load_builtin_backends); doing it here too is idempotent.
+    # The kqueue backend asks *this* manager's netpoll_kqueue_api hook only
+    # once bound to it.  plugins._load_builtin_backends should do this (see
+    # test_registry_binds_kqueue_backend); it is idempotent, so also do it here.
     kqueue_backend.bind_plugin_manager(pm)
     return pm, registry
 
@@ -292,6 +293,29 @@ def test_kqueue_api_hook_decides_per_manager(monkeypatch: pytest.MonkeyPatch) ->
     pm_plain.register(emu)
     reg_plain.forget_probes()
     assert reg_plain.why_unavailable(spec_named(reg_plain, "kqueue")) is None
+
+
+def test_registry_binds_kqueue_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Listing through a registry alone binds kqueue to the manager's API hook."""
+    monkeypatch.delenv(kqueue_backend.ENV_EMULATION, raising=False)
+    pm = NetpollPluginManager()
+    registry = BackendRegistry(pm)
+    registry.specs()
+    if pm.get_plugin(kqueue_backend.BOUND_PLUGIN_NAME) is None:
+        pytest.skip("plugins._load_builtin_backends does not call bind_plugin_manager yet")
+    if not HAVE_REAL_KQUEUE:
+        assert registry.why_unavailable(spec_named(registry, "kqueue")) is not None
+        registry.forget_probes()
+    pm.register(emu)
+    assert registry.why_unavailable(spec_named(registry, "kqueue")) is None
+
+
+def test_bind_is_idempotent() -> None:
+    pm, registry = make_registry(emulate_kqueue=True)
+    kqueue_backend.bind_plugin_manager(pm)
+    kqueue_backend.bind_plugin_manager(pm)
+    assert [s.name for s in registry.specs()].count("kqueue") == 1
+    assert pm.hook.netpoll_kqueue_api.spec is not None
 
 
 def test_probes_do_not_leak() -> None:
