@@ -53,6 +53,7 @@ DEFAULTS: dict[str, tuple[Any, Any]] = {
     "rounds": (1, 3),
     "idle": (1000, 10000),
     "bulk": (256 * 1024 * 1024, 1024 * 1024 * 1024),
+    "settle": (0.0, 10.0),
 }
 
 __all__ = [
@@ -196,6 +197,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=50,
         metavar="W",
         help="concurrent workers in the connect scenario (default 50)",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        metavar="S",
+        help="before each measurement wait up to S seconds for the machine to be idle "
+        "(below 25%% of one CPU busy) (default 0; --full 10)",
     )
     parser.add_argument(
         "--full",
@@ -441,11 +449,24 @@ def run(args: argparse.Namespace) -> int:
         cpu = r.get("client_cpu_pct")
         cpu_text = f"  (client CPU {cpu:.0f}%)" if cpu is not None else ""
         note = " (incomplete: time bound hit)" if r.get("complete") is False else ""
+        other = r.get("other_cpu_pct")
+        if other is not None and other >= 20:
+            note += f"  [other load {other:.0f}%]"
+        if m.settle_wait >= 1.0:
+            note += f"  [waited {m.settle_wait:.0f} s for quiet]"
         value = m.value if m.value is not None else float("nan")
         say(f"{value:,.1f} {m.scenario.unit}{note}{cpu_text}")
 
     t0 = time.monotonic()
-    measurements = run_all(scenarios, servers, rounds, pins, progress, on_start)
+    measurements = run_all(
+        scenarios,
+        servers,
+        rounds,
+        pins,
+        progress,
+        on_start,
+        settle_max=float(_setting(args, "settle")),
+    )
     wall = time.monotonic() - t0
     summaries = summarize(measurements)
     errors = [f"{s.scenario.label} / {s.server.name}: {e}" for s in summaries for e in s.errors]
@@ -472,7 +493,9 @@ def run(args: argparse.Namespace) -> int:
             "for rates, below 1 is better for KB/conn);\nlatency = round trip per message "
             "(per connect+echo+close cycle); peak RSS = server VmHWM; srv/cli CPU = "
             "user+sys time / wall\n(100% = one CPU; '!' marks a load client at 90% or "
-            "more: there the client, not only the server, was the limit)."
+            "more: there the client, not only the server, was the limit);\nother = busy CPU "
+            "of the whole machine not charged to the server or client (other processes, "
+            "interrupt-time network work):\nhigh values mean the figures were disturbed."
         )
         print(f"wall time {wall:.1f} s")
     if errors:

@@ -43,6 +43,7 @@ from netpoll.bench.procstat import (
     pin_to_cpu,
     raise_nofile_limit,
     rss_bytes,
+    system_busy_seconds,
     thread_count,
 )
 
@@ -182,8 +183,11 @@ class _Window:
         self.scpu0: float | None = None
         self.scpu1: float | None = None
         self.times0 = self.times1 = os.times()
+        self.busy0: float | None = None
+        self.busy1: float | None = None
 
     def start(self) -> None:
+        self.busy0 = system_busy_seconds()
         self.cpu0 = time.process_time()
         self.times0 = os.times()
         self.scpu0 = cpu_seconds(self.server_pid) if self.server_pid else None
@@ -192,6 +196,7 @@ class _Window:
     def stop(self) -> None:
         self.t1 = time.perf_counter()
         self.cpu1 = time.process_time()
+        self.busy1 = system_busy_seconds()
         self.times1 = os.times()
         self.scpu1 = cpu_seconds(self.server_pid) if self.server_pid else None
 
@@ -203,12 +208,19 @@ class _Window:
 
         # The server's CPU time comes in clock ticks (10 ms): too coarse for
         # a window shorter than half a second.
+        server = pct(self.scpu0, self.scpu1) if wall >= 0.5 else None
+        client = pct(self.cpu0, self.cpu1)
+        busy = pct(self.busy0, self.busy1) if wall >= 0.5 else None
+        # Busy CPU not charged to the server or the client: other processes,
+        # plus interrupt-time network work.  High values mean interference.
+        other = None if busy is None or server is None or client is None else busy - server - client
         return {
             "wall": wall,
-            "client_cpu_pct": pct(self.cpu0, self.cpu1),
+            "other_cpu_pct": None if other is None else max(0.0, other),
+            "client_cpu_pct": client,
             "client_user_pct": pct(self.times0.user, self.times1.user),
             "client_sys_pct": pct(self.times0.system, self.times1.system),
-            "server_cpu_pct": pct(self.scpu0, self.scpu1) if wall >= 0.5 else None,
+            "server_cpu_pct": server,
         }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 _CLK_TCK: int | None = None
 
@@ -91,6 +92,40 @@ def cpu_seconds(pid: int | None = None) -> float | None:
         return (int(rest[11]) + int(rest[12])) / _clock_ticks()
     except (IndexError, ValueError):
         return None
+
+
+def system_busy_seconds() -> float | None:
+    """CPU seconds all CPUs spent busy since boot (``/proc/stat``), or None.
+
+    Busy is everything but idle and iowait: user, nice, system, irq, softirq
+    and steal.  The benchmark subtracts its own server and client from the
+    busy time of a window to see how much other processes (and the kernel's
+    network processing) took.
+    """
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            line = f.readline()
+    except OSError:
+        return None
+    fields = line.split()
+    if not fields or fields[0] != "cpu" or len(fields) < 9:
+        return None
+    try:
+        v = [int(x) for x in fields[1:9]]
+    except ValueError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = v
+    return (user + nice + system + irq + softirq + steal) / _clock_ticks()
+
+
+def busy_fraction(interval: float = 0.3) -> float | None:
+    """Percent of one CPU the whole machine was busy over ``interval`` s."""
+    a = system_busy_seconds()
+    if a is None:
+        return None
+    time.sleep(interval)
+    b = system_busy_seconds()
+    return None if b is None else 100.0 * (b - a) / interval
 
 
 def raise_nofile_limit() -> int | None:

@@ -24,6 +24,7 @@ class Summary:
     peak_rss: int | None = None
     client_cpu: float | None = None
     server_cpu: float | None = None
+    other_cpu: float | None = None
     incomplete: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     #: baseline kind -> this median / the baseline's median (netpoll rows only)
@@ -60,6 +61,7 @@ def summarize(measurements: list[Measurement]) -> list[Summary]:
         s.peak_rss = _median([m.peak_rss for m in ok])
         s.client_cpu = _median([m.result.get("client_cpu_pct") for m in ok])
         s.server_cpu = _median([m.result.get("server_cpu_pct") for m in ok])
+        s.other_cpu = _median([m.result.get("other_cpu_pct") for m in ok])
         s.incomplete = any(m.result.get("complete") is False for m in ok)
         if s.scenario.mode == "idle":
             s.extra["server_threads"] = _median([m.result.get("server_threads") for m in ok])
@@ -116,7 +118,7 @@ def format_table(summaries: list[Summary], baselines: list[str]) -> str:
     """The side-by-side text table, one block of rows per scenario."""
     head = ["scenario", "server", "median", "min-max"]
     head += [f"vs {b}" for b in baselines]
-    head += ["p50 lat", "p99 lat", "peak RSS", "srv CPU", "cli CPU"]
+    head += ["p50 lat", "p99 lat", "peak RSS", "srv CPU", "cli CPU", "other"]
     rows: list[list[str]] = []
     last = None
     for s in summaries:
@@ -145,6 +147,7 @@ def format_table(summaries: list[Summary], baselines: list[str]) -> str:
                 _mib(s.peak_rss),
                 _pct(s.server_cpu),
                 _pct(s.client_cpu, CLIENT_SATURATED),
+                _pct(s.other_cpu),
             ]
         )
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
@@ -187,8 +190,15 @@ def to_json(summaries: list[Summary], measurements: list[Measurement]) -> list[d
             }
             out.append(index[sc.key])
         rounds = [
-            {"round": m.round, "value": m.value, "peak_rss": m.peak_rss, "error": m.error}
-            | {"client": m.result}
+            {
+                "round": m.round,
+                "value": m.value,
+                "peak_rss": m.peak_rss,
+                "error": m.error,
+                "busy_before_pct": m.busy_before,
+                "settle_wait_s": m.settle_wait,
+                "client": m.result,
+            }
             for m in measurements
             if m.scenario.key == sc.key and m.server == s.server
         ]
@@ -207,6 +217,7 @@ def to_json(summaries: list[Summary], measurements: list[Measurement]) -> list[d
                 "peak_rss_bytes": s.peak_rss,
                 "server_cpu_pct": s.server_cpu,
                 "client_cpu_pct": s.client_cpu,
+                "other_cpu_pct": s.other_cpu,
                 "incomplete": s.incomplete,
                 "extra": s.extra,
                 "errors": s.errors,

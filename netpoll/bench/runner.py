@@ -23,10 +23,14 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 import netpoll
-from netpoll.bench.procstat import peak_rss_bytes
+from netpoll.bench.procstat import busy_fraction, peak_rss_bytes
 
 #: Seconds a server process gets to print its READY line.
 SERVER_START_TIMEOUT = 30.0
+
+#: Machine-wide busy CPU (percent of one CPU) below which the machine counts
+#: as quiet enough to start a measurement (see :func:`settle`).
+QUIET_BUSY_PCT = 25.0
 
 #: Seconds a server gets to exit after its stdin is closed, before SIGKILL.
 SERVER_STOP_TIMEOUT = 3.0
@@ -106,6 +110,9 @@ class Measurement:
     result: dict[str, Any] = field(default_factory=dict)
     peak_rss: int | None = None
     error: str | None = None
+    #: machine-wide busy CPU (% of one CPU) just before, and seconds waited for it
+    busy_before: float | None = None
+    settle_wait: float = 0.0
 
 
 def headline(scenario: Scenario, result: dict[str, Any]) -> float | None:
@@ -282,6 +289,24 @@ def measure(
     return m
 
 
+def settle(max_wait: float, threshold: float = QUIET_BUSY_PCT) -> tuple[float | None, float]:
+    """Wait (up to ``max_wait`` s) until the machine is nearly idle.
+
+    Samples machine-wide busy CPU over 0.3 s windows until it is below
+    ``threshold`` percent of one CPU.  Returns (last busy figure, seconds
+    waited); (None, 0) where ``/proc/stat`` is missing or max_wait is 0.
+    """
+    if max_wait <= 0:
+        return None, 0.0
+    t0 = time.monotonic()
+    while True:
+        busy = busy_fraction(0.3)
+        waited = time.monotonic() - t0
+        if busy is None or busy < threshold or waited >= max_wait:
+            return busy, waited
+        time.sleep(0.2)
+
+
 def run_all(
     scenarios: list[Scenario],
     servers: list[Server],
@@ -289,8 +314,13 @@ def run_all(
     pins: tuple[int, int] | None,
     progress: Callable[[int, int, Measurement], None] | None = None,
     on_start: Callable[[int, int, Scenario, Server, int], None] | None = None,
+    settle_max: float = 0.0,
 ) -> list[Measurement]:
-    """Every scenario, rounds x servers interleaved; kills children on any exit."""
+    """Every scenario, rounds x servers interleaved; kills children on any exit.
+
+    With ``settle_max`` > 0, each measurement first waits up to that long for
+    other processes to leave the CPUs alone (see :func:`settle`).
+    """
     group = ProcessGroup()
     results: list[Measurement] = []
     total = len(scenarios) * rounds * len(servers)
@@ -300,9 +330,11 @@ def run_all(
             for rnd in range(1, rounds + 1):
                 for server in servers:
                     i += 1
+                    busy, waited = settle(settle_max)
                     if on_start:
                         on_start(i, total, scenario, server, rnd)
                     m = measure(group, scenario, server, rnd, pins)
+                    m.busy_before, m.settle_wait = busy, waited
                     results.append(m)
                     if progress:
                         progress(i, total, m)
