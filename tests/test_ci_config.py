@@ -179,14 +179,10 @@ def test_summary_reports_and_passes_when_tests_ran(
 ) -> None:
     summary = load_summary()
     store = tmp_path / "store"
-    assert (
-        summary.main(["record", "py3-a", str(write_junit(tmp_path / "a.xml", 10, s=2)), str(store)])
-        == 0
-    )
-    assert (
-        summary.main(["record", "py3-b", str(write_junit(tmp_path / "b.xml", 5, f=1)), str(store)])
-        == 0
-    )
+    junit_a = write_junit(tmp_path / "a.xml", 10, s=2)
+    junit_b = write_junit(tmp_path / "b.xml", 5, f=1)
+    assert summary.main(["record", "py3-a", str(junit_a), str(store)]) == 0
+    assert summary.main(["record", "py3-b", str(junit_b), str(store)]) == 0
     assert summary.main(["record", "py3-c", str(tmp_path / "missing.xml"), str(store)]) == 0
     assert summary.main(["report", str(store)]) == 0
     out = capsys.readouterr().out
