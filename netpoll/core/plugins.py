@@ -161,6 +161,12 @@ def _load_builtin_backends(pm: NetpollPluginManager) -> None:
         mod = importlib.import_module(modname)
         if not pm.is_registered(mod):
             pm.register(mod, name=modname)
+        # A backend with hooks of its own (kqueue: netpoll_kqueue_api) adds
+        # their specs and binds to this manager; pluggy never tells a module
+        # plugin which manager registered it.
+        bind = getattr(mod, "bind_plugin_manager", None)
+        if bind is not None:
+            bind(pm)
     # Third-party backends: entry points whose object is a plugin (module or
     # instance) implementing netpoll_backends.
     pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
