@@ -289,6 +289,19 @@ class _SysDialer:
         finally:
             with lock:
                 returned[0] = True
+            # Go's results channel is unbuffered: a second winner blocks until
+            # it sees ``returned`` and closes its conn.  This queue buffers, so
+            # a conn that got in after the first success is closed here.
+            while True:
+                try:
+                    _, extra, _ = results.get_nowait()
+                except queue.Empty:
+                    break
+                if extra is not None:
+                    try:
+                        extra.close()
+                    except OSError:
+                        pass
             for c in contexts:
                 c.cancel()
             for t in threads:
