@@ -124,24 +124,28 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         os.environ.pop(_ENV, None)
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
-    """Switch backends for a marked test before its fixtures are set up."""
-    marker = item.get_closest_marker(_MARKER)
-    if marker is not None:
-        name = marker.args[0] if marker.args else marker.kwargs.get("name")
-        if not isinstance(name, str) or not name:
-            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{_MARKER} needs a backend name")
-        from netpoll.core.plugins import BackendError
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Switch backends for a marked test before its fixtures are set up.
 
-        rt = _runtime()
-        prev = getattr(rt, "_choice", None)
-        try:
-            rt.use_backend(name)
-        except BackendError as exc:
-            pytest.skip(f"netpoll backend {name!r} is not available here: {exc}")
-        item.stash[_prev_backend_key] = (True, prev)
-    return (yield)
+    A plain ``tryfirst`` implementation, not a wrapper: it runs before the
+    runner sets up fixtures, and a skip raised here is an ordinary skip.
+    """
+    marker = item.get_closest_marker(_MARKER)
+    if marker is None:
+        return
+    name = marker.args[0] if marker.args else marker.kwargs.get("name")
+    if not isinstance(name, str) or not name:
+        raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{_MARKER} needs a backend name")
+    from netpoll.core.plugins import BackendError
+
+    rt = _runtime()
+    prev = getattr(rt, "_choice", None)
+    try:
+        rt.use_backend(name)
+    except BackendError as exc:
+        pytest.skip(f"netpoll backend {name!r} is not available here: {exc}")
+    item.stash[_prev_backend_key] = (True, prev)
 
 
 @pytest.hookimpl(wrapper=True, trylast=True)

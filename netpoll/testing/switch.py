@@ -226,7 +226,15 @@ class Stat:
 
 
 # Frames of these are never worth showing in "where it was opened".
-_NOISE = ("/pluggy/", "/_pytest/", "/netpoll/testing/", "/netpoll/core/")
+_NOISE = (
+    "/pluggy/",
+    "/_pytest/",
+    "/pytest/",
+    "/netpoll/testing/",
+    "/netpoll/core/",
+    "/threading.py",
+    "<frozen ",
+)
 # netpoll's own frames: shown only when nothing else is on the stack (a
 # thread the package started, such as a dial racer).
 _PACKAGE = "/netpoll/"
