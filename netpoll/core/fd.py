@@ -287,12 +287,18 @@ class FD:
             pd = self.pd
             if pd is not None:
                 pd.prepare(MODE_W)
-            view = data if isinstance(data, (bytes, bytearray)) else memoryview(data).cast("B")
-            total = len(view)
+            # Byte count without copying: len() counts items, not bytes, for
+            # buffers of wider formats.
+            kind = type(data)
+            if kind is bytes or kind is bytearray:
+                total = len(data)
+            elif kind is memoryview:
+                total = data.nbytes
+            else:
+                total = memoryview(data).nbytes
             if total == 0:
                 return 0
-            if total > MAX_RW:
-                view = memoryview(view)
+            view = data if total <= MAX_RW else memoryview(data).cast("B")
             sock = self.sock
             write = _table.write
             while True:
@@ -307,8 +313,8 @@ class FD:
                 nn += n
                 if nn >= total:
                     return nn
-                if nn and not isinstance(view, memoryview):
-                    view = memoryview(view)  # slicing bytes would copy
+                if view is data:
+                    view = memoryview(data).cast("B")  # slicing bytes would copy
         except OSError as exc:
             exc.written = nn  # type: ignore[attr-defined]
             raise
