@@ -29,7 +29,7 @@ whole package and checks ``sw.Sockets()`` after the run; here it is per test):
     The backend for the whole session, as ``NETPOLL_BACKEND`` would choose it
     (the option overrides ``NETPOLL_BACKEND``, which overrides the ini value).
 
-Tests that use none of this pay for two marker lookups per test and nothing else.
+Tests that use none of this pay for one marker lookup and two stash lookups each.
 """
 
 from __future__ import annotations

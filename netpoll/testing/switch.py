@@ -449,9 +449,8 @@ class Switch:
     def stat(self, family: int, type: int, proto: int = 0) -> Stat:
         """A snapshot of one cookie's counters (zeros if never seen).
 
-        ``proto`` 0 also matches the protocol the kernel reports for the
-        family's default (``IPPROTO_TCP`` for stream sockets and so on), as
-        the net layer always passes 0.
+        The cookie is what ``socket`` was called with; the net layer passes
+        ``proto`` 0, so ``sw.stat(AF_INET, SOCK_STREAM)`` is TCP over IPv4.
         """
         c = Cookie(family, type, proto)
         with self._lock:
