@@ -41,11 +41,10 @@ How epoll is used here, and why:
 
 from __future__ import annotations
 
-import os
 import select
-import threading
 from collections.abc import Sequence
 
+from netpoll.backends._wakeup import PollerBase, Wakeup
 from netpoll.core.hookspecs import MODE_R, MODE_W, BackendSpec, hookimpl
 
 # select.EPOLL* exist only on Linux; getattr keeps the module importable (and
@@ -67,54 +66,13 @@ _WRITE_EVENTS = _EPOLLOUT | _EPOLLHUP | _EPOLLERR
 MAX_EVENTS = 128
 
 
-class _Wakeup:
-    """An eventfd (or a pipe) that makes a blocked epoll_wait return."""
-
-    def __init__(self) -> None:
-        eventfd = getattr(os, "eventfd", None)
-        if eventfd is not None:
-            fd: int = eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-            self.rfd = self.wfd = fd
-        else:  # pragma: no cover - Linux without os.eventfd (Python < 3.10)
-            self.rfd, self.wfd = os.pipe()  # non-inheritable by default
-            os.set_blocking(self.rfd, False)
-            os.set_blocking(self.wfd, False)
-
-    def notify(self) -> None:
-        """Make the read side readable."""
-        try:
-            os.write(self.wfd, (1).to_bytes(8, "little"))
-        except BlockingIOError:
-            pass  # counter/pipe full: a wakeup is pending anyway
-
-    def drain(self) -> None:
-        """Consume every pending notification."""
-        try:
-            while os.read(self.rfd, 512):
-                if self.rfd == self.wfd:
-                    break  # one read resets an eventfd counter
-        except BlockingIOError:
-            pass
-
-    def close(self) -> None:
-        """Close the descriptors."""
-        os.close(self.rfd)
-        if self.wfd != self.rfd:
-            os.close(self.wfd)
-
-
-class EpollPoller:
+class EpollPoller(PollerBase):
     """One epoll instance: the poller hooks for the ``epoll`` backend."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        super().__init__()
         self._epoll: select.epoll | None = None
-        self._wakeup: _Wakeup | None = None
-        self._tokens: dict[int, object] = {}
-        self._wake_pending = False
-        self._closed = False
-        # See shutdown(): a forked child must not wait for the parent's threads.
-        self._pid = os.getpid()
+        self._wakeup: Wakeup | None = None
 
     # -- hooks ------------------------------------------------------------
 
@@ -130,7 +88,7 @@ class EpollPoller:
         if self._epoll is None:
             ep = select.epoll()  # EPOLL_CLOEXEC is Python's default
             try:
-                wakeup = _Wakeup()
+                wakeup = Wakeup()
             except BaseException:
                 ep.close()
                 raise
@@ -206,10 +164,10 @@ class EpollPoller:
         for fd, ev in events:
             if wakeup is not None and fd == wakeup.rfd:
                 with self._lock:
-                    # Drain first, then clear the flag (Go's order): a break
-                    # that finds the flag still set is answered by this return.
+                    # drain() reads first, then clears the flag (Go's order): a
+                    # break that finds the flag still set is answered by this
+                    # return.
                     wakeup.drain()
-                    self._wake_pending = False
                 continue
             token = tokens.get(fd)
             if token is None:
@@ -229,37 +187,22 @@ class EpollPoller:
     def netpollbreak(self) -> None:
         """Wake a blocked :meth:`netpoll`; repeated calls coalesce."""
         with self._lock:
-            if self._wake_pending or self._closed:
+            if self._closed:
                 return
             self._init_locked()
             assert self._wakeup is not None
-            self._wake_pending = True
             self._wakeup.notify()
 
     # -- not a hook -------------------------------------------------------
 
-    def shutdown(self) -> None:
-        """Close the epoll fd and the wakeup fd; safe to call twice.
-
-        Also safe in a forked child (the core calls it there to drop the
-        parent's poller), even if a parent thread held the lock at fork time.
-        """
-        if os.getpid() != self._pid:
-            # After fork the lock may be held by a thread that does not exist
-            # in this process (the parent's poller thread): take a fresh one.
-            self._lock = threading.Lock()
-            self._pid = os.getpid()
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._tokens.clear()
-            ep, wakeup = self._epoll, self._wakeup
-            self._epoll = self._wakeup = None
-            if ep is not None:
-                ep.close()
-            if wakeup is not None:
-                wakeup.close()
+    def _release_locked(self) -> None:
+        """Close the epoll fd and the wakeup fd (from :meth:`shutdown`)."""
+        ep, wakeup = self._epoll, self._wakeup
+        self._epoll = self._wakeup = None
+        if ep is not None:
+            ep.close()
+        if wakeup is not None:
+            wakeup.close()
 
 
 def probe() -> str | None:

@@ -43,12 +43,12 @@ from __future__ import annotations
 
 import os
 import select
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pluggy
 
+from netpoll.backends._wakeup import PollerBase, Wakeup
 from netpoll.core.hookspecs import MODE_R, MODE_W, BackendSpec, hookimpl, hookspec
 
 #: Environment variable: ``1`` lets the default API be the emulation on Linux.
@@ -120,24 +120,21 @@ def kqueue_api(pm: pluggy.PluginManager | None = None) -> Any:
     return pm.hook.netpoll_kqueue_api()
 
 
-class KqueuePoller:
+class KqueuePoller(PollerBase):
     """One kqueue: the poller hooks for the ``kqueue`` backend."""
 
     def __init__(self, api: Any) -> None:
+        super().__init__()
         self._api = api
-        self._lock = threading.Lock()
         self._kq: Any = None
-        self._tokens: dict[int, object] = {}
+        #: Coalesces EVFILT_USER triggers (the pipe has its own flag).
         self._wake_pending = False
-        self._closed = False
-        # See shutdown(): a forked child must not wait for the parent's threads.
-        self._pid = os.getpid()
         # EVFILT_USER where the API offers it, else a pipe.
         self._user_filter: int | None = getattr(api, "KQ_FILTER_USER", None)
         self._note_trigger: int | None = getattr(api, "KQ_NOTE_TRIGGER", None)
         if self._note_trigger is None:
             self._user_filter = None
-        self._pipe: tuple[int, int] | None = None
+        self._pipe: Wakeup | None = None
         self._read: int = api.KQ_FILTER_READ
         self._write: int = api.KQ_FILTER_WRITE
         self._ev_add: int = api.KQ_EV_ADD
@@ -165,12 +162,9 @@ class KqueuePoller:
                 ev = api.kevent(0, self._user_filter, self._ev_add | self._ev_clear)
                 kq.control([ev], 0, 0)
             else:
-                rfd, wfd = os.pipe()  # non-inheritable by default
-                self._pipe = (rfd, wfd)
-                os.set_blocking(rfd, False)
-                os.set_blocking(wfd, False)
+                self._pipe = Wakeup(use_eventfd=False)
                 # Level-triggered (no EV_CLEAR): reported until drained.
-                kq.control([api.kevent(rfd, self._read, self._ev_add)], 0, 0)
+                kq.control([api.kevent(self._pipe.rfd, self._read, self._ev_add)], 0, 0)
         except BaseException:
             kq.close()
             self._close_pipe()
@@ -180,8 +174,7 @@ class KqueuePoller:
 
     def _close_pipe(self) -> None:
         if self._pipe is not None:
-            os.close(self._pipe[0])
-            os.close(self._pipe[1])
+            self._pipe.close()
             self._pipe = None
 
     # -- hooks ------------------------------------------------------------
@@ -263,14 +256,9 @@ class KqueuePoller:
                 with self._lock:
                     self._wake_pending = False
                 continue
-            if pipe is not None and ident == pipe[0] and filt == self._read:
+            if pipe is not None and ident == pipe.rfd and filt == self._read:
                 with self._lock:
-                    try:
-                        while os.read(pipe[0], 512):
-                            pass
-                    except BlockingIOError:
-                        pass
-                    self._wake_pending = False
+                    pipe.drain()  # reads, then clears the pipe's flag
                 continue
             flags: int = ev.flags
             modes = 0
@@ -295,48 +283,33 @@ class KqueuePoller:
     def netpollbreak(self) -> None:
         """Wake a blocked :meth:`netpoll`; repeated calls coalesce."""
         with self._lock:
-            if self._wake_pending or self._closed:
+            if self._closed:
                 return
             kq = self._init_locked()
-            self._wake_pending = True
             if self._user_filter is not None:
+                if self._wake_pending:
+                    return
+                self._wake_pending = True
                 assert self._note_trigger is not None
                 ev = self._api.kevent(0, self._user_filter, 0, self._note_trigger)
                 kq.control([ev], 0, 0)
             else:
                 assert self._pipe is not None
-                try:
-                    os.write(self._pipe[1], b"\0")
-                except BlockingIOError:
-                    pass  # pipe full: a wakeup is pending anyway
+                self._pipe.notify()
 
     # -- not a hook -------------------------------------------------------
 
-    def shutdown(self) -> None:
-        """Close the kqueue and the wakeup pipe; safe to call twice.
-
-        Also safe in a forked child (the core calls it there to drop the
-        parent's poller), even if a parent thread held the lock at fork time.
-        """
-        if os.getpid() != self._pid:
-            # After fork the lock may be held by a thread that does not exist
-            # in this process (the parent's poller thread): take a fresh one.
-            self._lock = threading.Lock()
-            self._pid = os.getpid()
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._tokens.clear()
-            kq, self._kq = self._kq, None
-            if kq is not None:
-                try:
-                    kq.close()
-                except OSError:
-                    # A kqueue is not inherited across fork (BSD): in a child
-                    # its descriptor is already gone.
-                    pass
-            self._close_pipe()
+    def _release_locked(self) -> None:
+        """Close the kqueue and the wakeup pipe (from :meth:`shutdown`)."""
+        kq, self._kq = self._kq, None
+        if kq is not None:
+            try:
+                kq.close()
+            except OSError:
+                # A kqueue is not inherited across fork (BSD): in a child
+                # its descriptor is already gone.
+                pass
+        self._close_pipe()
 
 
 # --------------------------------------------------------------------------

@@ -36,9 +36,9 @@ from __future__ import annotations
 import math
 import os
 import select
-import threading
 from collections.abc import Sequence
 
+from netpoll.backends._wakeup import PollerBase, Wakeup
 from netpoll.core.hookspecs import MODE_R, MODE_W, BackendSpec, hookimpl
 
 _POLLIN: int = getattr(select, "POLLIN", 0x001)
@@ -65,75 +65,32 @@ def _mask_for(modes: int) -> int:
     return mask
 
 
-class _Wakeup:
-    """An eventfd (Linux) or a non-blocking pipe that interrupts a wait."""
-
-    def __init__(self) -> None:
-        eventfd = getattr(os, "eventfd", None)
-        if eventfd is not None:
-            fd: int = eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-            self.rfd = self.wfd = fd
-        else:
-            self.rfd, self.wfd = os.pipe()  # non-inheritable by default
-            os.set_blocking(self.rfd, False)
-            os.set_blocking(self.wfd, False)
-
-    def notify(self) -> None:
-        """Make the read side readable."""
-        try:
-            os.write(self.wfd, (1).to_bytes(8, "little"))
-        except BlockingIOError:
-            pass  # full: a wakeup is pending anyway
-
-    def drain(self) -> None:
-        """Consume every pending notification."""
-        try:
-            while os.read(self.rfd, 512):
-                if self.rfd == self.wfd:
-                    break  # one read resets an eventfd counter
-        except BlockingIOError:
-            pass
-
-    def close(self) -> None:
-        """Close the descriptors."""
-        os.close(self.rfd)
-        if self.wfd != self.rfd:
-            os.close(self.wfd)
-
-
-class PollPoller:
+class PollPoller(PollerBase):
     """A ``select.poll`` object plus one-shot interest: the ``poll`` backend."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        super().__init__()
         self._poll: select.poll | None = None
-        self._wakeup: _Wakeup | None = None
-        self._tokens: dict[int, object] = {}
+        self._wakeup: Wakeup | None = None
         #: fd -> armed modes; fds with no interest are not in the poll set.
         self._interest: dict[int, int] = {}
-        self._wake_pending = False
         #: True while a thread is (about to be) blocked in poll(): only then
         #: does a new arm need to interrupt it.
         self._polling = False
-        self._closed = False
-        # See shutdown(): a forked child must not wait for the parent's threads.
-        self._pid = os.getpid()
 
     def _init_locked(self) -> select.poll:
         if self._closed:
             raise RuntimeError("netpoll: poll backend is shut down")
         if self._poll is None:
             p = select.poll()
-            wakeup = _Wakeup()
+            wakeup = Wakeup()
             p.register(wakeup.rfd, _POLLIN)
             self._poll, self._wakeup = p, wakeup
         return self._poll
 
     def _wake_locked(self) -> None:
-        if self._wake_pending or self._wakeup is None:
-            return
-        self._wake_pending = True
-        self._wakeup.notify()
+        if self._wakeup is not None:
+            self._wakeup.notify()
 
     # -- hooks ------------------------------------------------------------
 
@@ -208,8 +165,7 @@ class PollPoller:
             wakeup = self._wakeup
             for fd, rev in events:
                 if wakeup is not None and fd == wakeup.rfd:
-                    wakeup.drain()  # before clearing the flag, as Go does
-                    self._wake_pending = False
+                    wakeup.drain()  # reads, then clears the flag, as Go does
                     continue
                 interest = self._interest.get(fd, 0)
                 token = self._tokens.get(fd)
@@ -247,27 +203,13 @@ class PollPoller:
 
     # -- not a hook -------------------------------------------------------
 
-    def shutdown(self) -> None:
-        """Close the wakeup channel and forget everything; safe to call twice.
-
-        Also safe in a forked child (the core calls it there to drop the
-        parent's poller), even if a parent thread held the lock at fork time.
-        """
-        if os.getpid() != self._pid:
-            # After fork the lock may be held by a thread that does not exist
-            # in this process (the parent's poller thread): take a fresh one.
-            self._lock = threading.Lock()
-            self._pid = os.getpid()
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._tokens.clear()
-            self._interest.clear()
-            wakeup = self._wakeup
-            self._poll = self._wakeup = None
-            if wakeup is not None:
-                wakeup.close()
+    def _release_locked(self) -> None:
+        """Forget the interest table and close the wakeup channel (from :meth:`shutdown`)."""
+        self._interest.clear()
+        wakeup = self._wakeup
+        self._poll = self._wakeup = None
+        if wakeup is not None:
+            wakeup.close()
 
 
 def probe() -> str | None:

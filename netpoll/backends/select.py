@@ -36,9 +36,9 @@ from __future__ import annotations
 import errno
 import os
 import select
-import threading
 from collections.abc import Sequence
 
+from netpoll.backends._wakeup import PollerBase, Wakeup
 from netpoll.core.hookspecs import MODE_R, MODE_W, BackendSpec, hookimpl
 
 #: The size of select's fd bitmaps.  Python does not export it everywhere;
@@ -48,42 +48,6 @@ FD_SETSIZE: int = getattr(select, "FD_SETSIZE", 1024)
 
 class FdSetSizeError(OSError, ValueError):
     """A descriptor is too large for ``select`` (``fd >= FD_SETSIZE``)."""
-
-
-class _Wakeup:
-    """An eventfd (Linux) or a non-blocking pipe that interrupts a wait."""
-
-    def __init__(self) -> None:
-        eventfd = getattr(os, "eventfd", None)
-        if eventfd is not None:
-            fd: int = eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-            self.rfd = self.wfd = fd
-        else:
-            self.rfd, self.wfd = os.pipe()  # non-inheritable by default
-            os.set_blocking(self.rfd, False)
-            os.set_blocking(self.wfd, False)
-
-    def notify(self) -> None:
-        """Make the read side readable."""
-        try:
-            os.write(self.wfd, (1).to_bytes(8, "little"))
-        except BlockingIOError:
-            pass  # full: a wakeup is pending anyway
-
-    def drain(self) -> None:
-        """Consume every pending notification."""
-        try:
-            while os.read(self.rfd, 512):
-                if self.rfd == self.wfd:
-                    break  # one read resets an eventfd counter
-        except BlockingIOError:
-            pass
-
-    def close(self) -> None:
-        """Close the descriptors."""
-        os.close(self.rfd)
-        if self.wfd != self.rfd:
-            os.close(self.wfd)
 
 
 def _check_fd(fd: int) -> None:
@@ -105,28 +69,23 @@ def _is_bad_fd(fd: int) -> bool:
     return False
 
 
-class SelectPoller:
+class SelectPoller(PollerBase):
     """Snapshot fd sets over ``select.select``: the ``select`` backend."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._wakeup: _Wakeup | None = None
-        self._tokens: dict[int, object] = {}
+        super().__init__()
+        self._wakeup: Wakeup | None = None
         #: fd -> armed modes (only fds with some interest).
         self._interest: dict[int, int] = {}
-        self._wake_pending = False
         #: True from the snapshot of the fd sets until select returns: only
         #: then does a new arm need to interrupt the wait.
         self._polling = False
-        self._closed = False
-        # See shutdown(): a forked child must not wait for the parent's threads.
-        self._pid = os.getpid()
 
-    def _init_locked(self) -> _Wakeup:
+    def _init_locked(self) -> Wakeup:
         if self._closed:
             raise RuntimeError("netpoll: select backend is shut down")
         if self._wakeup is None:
-            wakeup = _Wakeup()
+            wakeup = Wakeup()
             if wakeup.rfd >= FD_SETSIZE:
                 wakeup.close()
                 _check_fd(wakeup.rfd)
@@ -134,10 +93,8 @@ class SelectPoller:
         return self._wakeup
 
     def _wake_locked(self) -> None:
-        if self._wake_pending or self._wakeup is None:
-            return
-        self._wake_pending = True
-        self._wakeup.notify()
+        if self._wakeup is not None:
+            self._wakeup.notify()
 
     # -- hooks ------------------------------------------------------------
 
@@ -221,8 +178,7 @@ class SelectPoller:
                 return []
             for fd, modes in ready.items():
                 if fd == wakeup.rfd:
-                    wakeup.drain()  # before clearing the flag, as Go does
-                    self._wake_pending = False
+                    wakeup.drain()  # reads, then clears the flag, as Go does
                     continue
                 interest = self._interest.get(fd, 0)
                 token = self._tokens.get(fd)
@@ -252,26 +208,12 @@ class SelectPoller:
 
     # -- not a hook -------------------------------------------------------
 
-    def shutdown(self) -> None:
-        """Close the wakeup channel and forget everything; safe to call twice.
-
-        Also safe in a forked child (the core calls it there to drop the
-        parent's poller), even if a parent thread held the lock at fork time.
-        """
-        if os.getpid() != self._pid:
-            # After fork the lock may be held by a thread that does not exist
-            # in this process (the parent's poller thread): take a fresh one.
-            self._lock = threading.Lock()
-            self._pid = os.getpid()
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._tokens.clear()
-            self._interest.clear()
-            wakeup, self._wakeup = self._wakeup, None
-            if wakeup is not None:
-                wakeup.close()
+    def _release_locked(self) -> None:
+        """Forget the interest table and close the wakeup channel (from :meth:`shutdown`)."""
+        self._interest.clear()
+        wakeup, self._wakeup = self._wakeup, None
+        if wakeup is not None:
+            wakeup.close()
 
 
 def probe() -> str | None:
