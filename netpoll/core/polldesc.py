@@ -169,11 +169,7 @@ class PollDesc:
                     if committed:
                         self.wg = g
             if committed:
-                poller = self.poller
-                if poller is not None:
-                    poller.park(g)  # may lead the poll loop while waiting
-                else:
-                    g.park()
+                g.park()
         # Step 4, take the outcome and reset to nil for the next wait.
         with lock:
             if read:

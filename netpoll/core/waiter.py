@@ -13,8 +13,8 @@ before ``park()`` is entered, in which case ``park()`` returns at once.
 from __future__ import annotations
 
 import threading
-from _thread import allocate_lock, get_ident
-from typing import Any, Protocol
+from _thread import allocate_lock
+from typing import Protocol
 
 
 class G(Protocol):
@@ -33,34 +33,22 @@ class ThreadG:
     The lock starts held; ``park`` acquires it (blocking), ``ready`` releases
     it.  A release that comes first leaves the lock free, so the next ``park``
     passes straight through: the wakeup is never lost.
-
-    A parked thread may instead be *polling* (the netpoller's leader, see
-    :mod:`netpoll.core.netpoller`): it then checks ``sema`` between polls, so
-    ``ready`` from another thread must also interrupt the poll it sits in.
     """
 
-    __slots__ = ("__weakref__", "ident", "name", "polling", "sema")
+    __slots__ = ("__weakref__", "_sema", "name")
 
     def __init__(self, name: str = "") -> None:
-        self.sema = allocate_lock()
-        self.sema.acquire()
+        self._sema = allocate_lock()
+        self._sema.acquire()
         self.name = name
-        self.ident = get_ident()
-        #: The poller this thread is currently leading, if any.
-        self.polling: Any = None
 
     def park(self) -> None:
         """Block the calling thread until :meth:`ready`."""
-        self.sema.acquire()
+        self._sema.acquire()
 
     def ready(self) -> None:
-        """Wake the parked (or polling) thread."""
-        self.sema.release()
-        # Read after the release: a leader sets ``polling`` before it checks
-        # the semaphore, so either it sees the release or we see it polling.
-        poller = self.polling
-        if poller is not None and get_ident() != self.ident:
-            poller.wake_leader()
+        """Wake the parked thread."""
+        self._sema.release()
 
     def __repr__(self) -> str:
         return f"<ThreadG {self.name}>"
