@@ -222,9 +222,6 @@ class PollDesc:
             # Woken without readiness and without an error: a deadline fired
             # and was extended before we ran.  Go pretends nothing happened.
 
-    def wait_canceled(self, mode: int) -> None:
-        """Nothing to undo: a thread G leaves no state behind after waking."""
-
     # -- deadlines --------------------------------------------------------
 
     def set_deadline(self, d: float, mode: int) -> None:
