@@ -399,17 +399,22 @@ def run_pingpong(spec: dict[str, Any]) -> dict[str, Any]:
         poller.close()
         for s in socks:
             s.close()
+    return _rate_report(window, samples, count, "msg/s", short_sends=short_sends)
+
+
+def _rate_report(window: Any, samples: Any, count: int, unit: str, **extra: Any) -> dict[str, Any]:
+    """The measurement window's report plus rate, latency percentiles and ``extra``."""
     p50, p99 = samples.percentiles(50, 99)
-    out = window.report()
+    out: dict[str, Any] = window.report()
     out.update(
         {
             "count": count,
             "rate": count / out["wall"],
-            "unit": "msg/s",
+            "unit": unit,
             "p50": p50,
             "p99": p99,
             "samples": len(samples.values),
-            "short_sends": short_sends,
+            **extra,
         }
     )
     return out
@@ -509,20 +514,7 @@ def run_connect(spec: dict[str, Any]) -> dict[str, Any]:
         poller.close()
         for st in live.values():
             st[0].close()
-    p50, p99 = samples.percentiles(50, 99)
-    out = window.report()
-    out.update(
-        {
-            "count": count,
-            "rate": count / out["wall"],
-            "unit": "conn/s",
-            "p50": p50,
-            "p99": p99,
-            "samples": len(samples.values),
-            "errors": errors,
-        }
-    )
-    return out
+    return _rate_report(window, samples, count, "conn/s", errors=errors)
 
 
 def run_idle(spec: dict[str, Any]) -> dict[str, Any]:
