@@ -157,6 +157,8 @@ class PollDesc:
         # unblocked nothing (the state was nil), so it must be seen here.
         if self.check(mode) == POLL_NO_ERROR:
             g = current_g()
+            # The G must be able to take a wakeup before it is published.
+            g.prepare()
             # Step 3, commit wait -> G.  It fails if a notifier got there
             # first and moved the state to ready or nil: then do not park.
             with lock:
@@ -168,8 +170,14 @@ class PollDesc:
                     committed = self.wg is PD_WAIT
                     if committed:
                         self.wg = g
-            if committed:
-                g.park()
+            if not committed:
+                g.cancel()
+            else:
+                try:
+                    g.park()
+                except BaseException:
+                    self._abandon_park(g, read)
+                    raise
         # Step 4, take the outcome and reset to nil for the next wait.
         with lock:
             if read:
@@ -177,6 +185,24 @@ class PollDesc:
             else:
                 old, self.wg = self.wg, None
         return old is PD_READY
+
+    def _abandon_park(self, g: G, read: bool) -> None:
+        """A park was interrupted (KeyboardInterrupt in the main thread).
+
+        If no notifier took ``g`` yet, take it back so the next wait does not
+        find a stale G ("double wait") and give up its wakeup.  If one did, a
+        ``ready`` is in flight to this park: the G keeps its wakeup channel,
+        and the late ready turns into one spurious wakeup of its next park,
+        which every caller of ``_block`` already tolerates.
+        """
+        with self.lock:
+            if read and self.rg is g:
+                self.rg = None
+            elif not read and self.wg is g:
+                self.wg = None
+            else:
+                return
+        g.cancel()
 
     # -- what FD calls ----------------------------------------------------
 

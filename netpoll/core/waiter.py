@@ -5,50 +5,181 @@ In Go a pollDesc's ``rg``/``wg`` hold a goroutine pointer and ``gopark`` /
 whatever implements :class:`G`: today a Python thread (:class:`ThreadG`), later
 perhaps a coroutine, without pollDesc changing.
 
-The contract the pollDesc relies on: ``ready()`` is called at most once per
-``park()`` (the semaphore's state machine guarantees it), and it may come
-before ``park()`` is entered, in which case ``park()`` returns at once.
+The contract the pollDesc relies on:
+
+* ``prepare()`` is called before the G is published in a semaphore, and each
+  ``prepare()`` is followed by exactly one ``park()`` or ``cancel()``;
+* ``ready()`` is called at most once per ``park()`` (the semaphore's state
+  machine guarantees it), and it may come before ``park()`` is entered, in
+  which case ``park()`` returns at once.
+
+**Why a parked thread waits on an eventfd.**  The obvious park is a lock the
+waker releases.  Under the GIL that is slow: the waker (the poll-loop thread)
+holds the GIL while it releases the lock, the kernel switches to the woken
+thread at once (it has slept, so it preempts), that thread cannot get the GIL
+and sleeps again on the GIL's condition, and control goes back.  Measured on
+100 echo connections: about 6.5 context switches and 9.6 futex calls per
+message, against 1 and 0.06 for a blocking-socket thread per connection.  A
+write to an eventfd is a system call during which CPython *releases* the GIL,
+so the woken thread finds the GIL free and runs straight into its recv/send;
+that brought the same run to about 1 context switch and no futex calls per
+message.  So where ``os.eventfd`` exists (Linux) a parked thread blocks in
+``eventfd_read`` and is woken by ``eventfd_write``.
+
+The eventfds come from a small pool (:data:`wake_fds`): a G holds one only
+between ``prepare()`` and the end of its park, so a thread that is not parked
+costs no descriptor.  If none can be created (``EMFILE``), the G falls back to
+its lock for that park: slower, never wrong.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from _thread import allocate_lock
 from typing import Protocol
+
+_eventfd = getattr(os, "eventfd", None)
+_eventfd_read = getattr(os, "eventfd_read", None)
+_eventfd_write = getattr(os, "eventfd_write", None)
 
 
 class G(Protocol):
     """A waiter that can be suspended and resumed once per park."""
 
+    def prepare(self) -> None:
+        """Get ready to park; called before the G becomes reachable by a waker."""
+
     def park(self) -> None:
         """Block until :meth:`ready` is (or was already) called."""
+
+    def cancel(self) -> None:
+        """Undo :meth:`prepare`: the park was called off before anyone could wake it."""
 
     def ready(self) -> None:
         """Resume the waiter; may be called from any thread."""
 
 
-class ThreadG:
-    """A thread as a G: a lock the thread blocks on until it is released.
+class WakeFdPool:
+    """Idle eventfds for parking threads, so each park does not create one.
 
-    The lock starts held; ``park`` acquires it (blocking), ``ready`` releases
-    it.  A release that comes first leaves the lock free, so the next ``park``
-    passes straight through: the wakeup is never lost.
+    ``get`` hands out an idle eventfd (creating one if none is idle) and
+    ``put`` takes it back; at most :attr:`max_idle` are kept, the rest closed.
+    An fd is put back only after its one wakeup was read, so a pooled eventfd
+    always has a zero counter.
     """
 
-    __slots__ = ("__weakref__", "_sema", "name")
+    def __init__(self, max_idle: int = 64) -> None:
+        self.max_idle = max_idle
+        self.enabled = _eventfd is not None
+        self._idle: list[int] = []
+
+    def get(self) -> int:
+        """An eventfd with a zero counter, or -1 if none can be had."""
+        try:
+            return self._idle.pop()  # list.pop is atomic: no lock needed
+        except IndexError:
+            pass
+        if not self.enabled or _eventfd is None:
+            return -1
+        try:
+            fd: int = _eventfd(0, os.EFD_CLOEXEC)
+        except OSError:
+            return -1  # out of descriptors: this park uses the lock instead
+        return fd
+
+    def put(self, fd: int) -> None:
+        """Take back an eventfd whose counter is zero."""
+        if len(self._idle) < self.max_idle:
+            self._idle.append(fd)
+        else:
+            os.close(fd)
+
+    def idle(self) -> frozenset[int]:
+        """The idle eventfds (a leak check should not count them)."""
+        return frozenset(self._idle)
+
+    def clear(self) -> None:
+        """Close every idle eventfd."""
+        while self._idle:
+            try:
+                os.close(self._idle.pop())
+            except (IndexError, OSError):
+                pass
+
+    def _after_fork_in_child(self) -> None:
+        # The child shares the parent's eventfds; writing to one would wake a
+        # thread of the parent.  Forget them (closing only the child's copy).
+        self.clear()
+
+
+#: The process's pool of wake eventfds.
+wake_fds = WakeFdPool()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=wake_fds._after_fork_in_child)
+
+
+class ThreadG:
+    """A thread as a G: it blocks on an eventfd, or on a lock as a fallback.
+
+    ``_wake_fd`` is the eventfd of the current park (-1: use the lock).  The
+    lock starts held; a ``ready`` that comes before the park leaves the lock
+    free (or the eventfd counter at 1), so the park passes straight through
+    and the wakeup is never lost.
+    """
+
+    __slots__ = ("__weakref__", "_sema", "_wake_fd", "name")
 
     def __init__(self, name: str = "") -> None:
         self._sema = allocate_lock()
         self._sema.acquire()
+        self._wake_fd = -1
         self.name = name
+
+    def prepare(self) -> None:
+        """Take a wake eventfd for the coming park (kept if one is still held)."""
+        if self._wake_fd < 0:
+            self._wake_fd = wake_fds.get()
 
     def park(self) -> None:
         """Block the calling thread until :meth:`ready`."""
-        self._sema.acquire()
+        fd = self._wake_fd
+        if fd < 0:
+            self._sema.acquire()
+            return
+        assert _eventfd_read is not None
+        _eventfd_read(fd)
+        # The counter is back to zero and no second ready can come for this
+        # park: the fd can serve any other thread now.
+        self._wake_fd = -1
+        wake_fds.put(fd)
+
+    def cancel(self) -> None:
+        """Give the eventfd back: nobody can wake this park any more."""
+        fd = self._wake_fd
+        if fd >= 0:
+            self._wake_fd = -1
+            wake_fds.put(fd)
 
     def ready(self) -> None:
-        """Wake the parked thread."""
-        self._sema.release()
+        """Wake the parked thread (the eventfd write releases the GIL)."""
+        fd = self._wake_fd
+        if fd < 0:
+            self._sema.release()
+        else:
+            assert _eventfd_write is not None
+            _eventfd_write(fd, 1)
+
+    def __del__(self) -> None:
+        # Only reached with an fd still held after an interrupted park (see
+        # PollDesc._block); the thread is gone, so nothing can wait on it.
+        fd = self._wake_fd
+        if fd >= 0:
+            self._wake_fd = -1
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def __repr__(self) -> str:
         return f"<ThreadG {self.name}>"
