@@ -6,10 +6,15 @@ the ones Go uses:
 
 ``None`` (pdNil)
     nobody waits and no readiness notice is pending.
-``PD_WAIT``
-    a waiter has announced it is about to park, but has not committed yet.
+``PD_WAIT`` (pdWait)
+    a waiter has announced it is about to park but has not committed.  Go
+    needs this state because announce and commit are two CASes with an error
+    re-check between them; here all three happen in one critical section of
+    ``pd.lock``, so no other thread ever observes it.  It is kept as a name
+    for the mapping to Go.
 a :class:`~netpoll.core.waiter.G`
-    that waiter is parked.
+    that waiter is parked.  A notifier takes it out (back to nil) and hands
+    it the outcome: readiness, or a deadline/close.
 ``PD_READY``
     the poller reported readiness and nobody has consumed the notice yet: the
     *ready latch*, so a notice that arrives before the park is not lost.
@@ -103,26 +108,29 @@ class PollDesc:
     def _unblock(self, mode: int, ioready: bool) -> G | None:
         """netpollunblock; the caller holds ``self.lock`` and readies the result.
 
-        Sets the semaphore to ready (``ioready``) or nil and returns the parked
-        G, if any.  A semaphore in the wait state goes to ready/nil too, which
-        makes the waiter's commit fail: it then sees the notice without
-        parking.
+        A parked G is taken out of the semaphore (which goes back to nil) and
+        returned with the outcome in ``g.ioready``; Go parks the outcome in the
+        semaphore as pdReady for the G to swap out, which here would cost the
+        woken G a second trip through the lock.  With nobody parked, readiness
+        sets the latch; a deadline or close leaves nil, and the next waiter
+        sees them through netpollcheckerr.
         """
         old = self.rg if mode == MODE_R else self.wg
+        if old is None:
+            if ioready:
+                if mode == MODE_R:
+                    self.rg = PD_READY
+                else:
+                    self.wg = PD_READY
+            return None
         if old is PD_READY:
             return None
-        if old is None and not ioready:
-            # Only ioready sets the latch; deadlines and close are re-checked
-            # by the waiter through netpollcheckerr before it parks.
-            return None
-        new = PD_READY if ioready else None
         if mode == MODE_R:
-            self.rg = new
+            self.rg = None
         else:
-            self.wg = new
-        if old is PD_WAIT or old is None:
-            return None
+            self.wg = None
         g: G = old
+        g.ioready = ioready
         return g
 
     def check(self, mode: int) -> int:
@@ -135,12 +143,18 @@ class PollDesc:
 
     def _block(self, mode: int) -> bool:
         """netpollblock: park until ready; True if woken by readiness."""
-        lock = self.lock
         read = mode == MODE_R
-        # Step 1, nil -> wait (or consume the ready latch and return at once).
-        with lock:
+        g = None
+        # Go moves the semaphore nil -> wait with a CAS, re-checks errors
+        # (netpollcheckerr), then commits wait -> G, and the commit fails if
+        # a notifier moved the state meanwhile.  Under pd.lock, which every
+        # notifier takes, announce, re-check and commit are one step: the
+        # "wait" window is this critical section, so a close or deadline that
+        # came after the caller's own check is seen here, and a readiness
+        # notice either is already latched or will find the G.
+        with self.lock:
             old = self.rg if read else self.wg
-            if old is PD_READY:
+            if old is PD_READY:  # the latch: consume it, no park
                 if read:
                     self.rg = None
                 else:
@@ -148,43 +162,23 @@ class PollDesc:
                 return True
             if old is not None:
                 raise RuntimeError(f"netpoll: double wait on {self!r}")
-            if read:
-                self.rg = PD_WAIT
-            else:
-                self.wg = PD_WAIT
-        # Step 2, re-check errors *after* announcing the wait: a close or an
-        # expired deadline that came between the caller's check and step 1
-        # unblocked nothing (the state was nil), so it must be seen here.
-        if self.check(mode) == POLL_NO_ERROR:
+            if self.closing or (self.rd < 0 if read else self.wd < 0):
+                return False
             g = current_g()
             # The G must be able to take a wakeup before it is published.
             g.prepare()
-            # Step 3, commit wait -> G.  It fails if a notifier got there
-            # first and moved the state to ready or nil: then do not park.
-            with lock:
-                if read:
-                    committed = self.rg is PD_WAIT
-                    if committed:
-                        self.rg = g
-                else:
-                    committed = self.wg is PD_WAIT
-                    if committed:
-                        self.wg = g
-            if not committed:
-                g.cancel()
-            else:
-                try:
-                    g.park()
-                except BaseException:
-                    self._abandon_park(g, read)
-                    raise
-        # Step 4, take the outcome and reset to nil for the next wait.
-        with lock:
             if read:
-                old, self.rg = self.rg, None
+                self.rg = g
             else:
-                old, self.wg = self.wg, None
-        return old is PD_READY
+                self.wg = g
+        try:
+            g.park()
+        except BaseException:
+            self._abandon_park(g, read)
+            raise
+        # The notifier took g out of the semaphore (back to nil) and left
+        # the outcome on it.
+        return g.ioready
 
     def _abandon_park(self, g: G, read: bool) -> None:
         """A park was interrupted (KeyboardInterrupt in the main thread).

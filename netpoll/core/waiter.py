@@ -47,6 +47,10 @@ _eventfd_write = getattr(os, "eventfd_write", None)
 class G(Protocol):
     """A waiter that can be suspended and resumed once per park."""
 
+    #: Set by the waker before :meth:`ready`: True when woken by readiness,
+    #: False by a deadline or close.
+    ioready: bool
+
     def prepare(self) -> None:
         """Get ready to park; called before the G becomes reachable by a waker."""
 
@@ -128,12 +132,13 @@ class ThreadG:
     and the wakeup is never lost.
     """
 
-    __slots__ = ("__weakref__", "_sema", "_wake_fd", "name")
+    __slots__ = ("__weakref__", "_sema", "_wake_fd", "ioready", "name")
 
     def __init__(self, name: str = "") -> None:
         self._sema = allocate_lock()
         self._sema.acquire()
         self._wake_fd = -1
+        self.ioready = False
         self.name = name
 
     def prepare(self) -> None:
