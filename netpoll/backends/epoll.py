@@ -159,10 +159,11 @@ class EpollPoller(PollerBase):
         if not events:
             return []
         wakeup = self._wakeup
+        wake_fd = -1 if wakeup is None else wakeup.rfd
         tokens = self._tokens
         result: list[tuple[object, int]] = []
         for fd, ev in events:
-            if wakeup is not None and fd == wakeup.rfd:
+            if fd == wake_fd and wakeup is not None:
                 with self._lock:
                     # drain() reads first, then clears the flag (Go's order): a
                     # break that finds the flag still set is answered by this

@@ -228,13 +228,12 @@ class PollDesc:
         Returns normally on readiness (the caller retries the syscall); raises
         :class:`NetClosingError` or :class:`DeadlineExceededError` otherwise.
         """
-        code = self.check(mode)
-        if code:
-            self.raise_for(code)
         poller = self.poller
-        if poller is not None and not poller.edge_triggered:
+        if poller is not None and not poller.edge_triggered and not self.check(mode):
             # Level-triggered backends watch an fd only while someone waits.
             poller.arm(self.fd, mode)
+        # _block re-checks closing and the deadline under pd.lock and returns
+        # False without parking when either applies; the loop raises then.
         while not self._block(mode):
             code = self.check(mode)
             if code:
@@ -304,10 +303,32 @@ class PollDesc:
     # -- readiness and close ------------------------------------------------
 
     def ready(self, mode: int) -> None:
-        """netpollready: the poller saw ``mode`` readiness; wake or latch."""
-        with self.lock:
-            rg = self._unblock(MODE_R, True) if mode & MODE_R else None
-            wg = self._unblock(MODE_W, True) if mode & MODE_W else None
+        """netpollready: the poller saw ``mode`` readiness; wake or latch.
+
+        This is :meth:`_unblock` with ``ioready=True`` spelled out for both
+        directions, because the poll loop runs it for every event and the
+        two extra calls showed up in its profile.
+        """
+        rg = wg = None
+        lock = self.lock
+        lock.acquire()
+        if mode & MODE_R:
+            old = self.rg
+            if old is None:
+                self.rg = PD_READY
+            elif old is not PD_READY:
+                self.rg = None
+                old.ioready = True
+                rg = old
+        if mode & MODE_W:
+            old = self.wg
+            if old is None:
+                self.wg = PD_READY
+            elif old is not PD_READY:
+                self.wg = None
+                old.ioready = True
+                wg = old
+        lock.release()
         if rg is not None:
             rg.ready()
         if wg is not None:
