@@ -204,6 +204,10 @@ class _IPPortAddr:
     @classmethod
     def from_sockaddr(cls, sa: Any) -> Any:
         """Build from a socket-module address tuple (Go's ``sockaddrToTCP``)."""
+        if len(sa) == 2:
+            # AF_INET: the OS already gives the canonical dotted quad, and
+            # this runs twice for every accepted connection.
+            return cls(sa[0], sa[1])
         host = str(sa[0])
         parsed = parse_ip(host)
         if parsed is None:  # pragma: no cover - the OS always gives literals
