@@ -40,6 +40,7 @@ from typing import Any
 import netpoll
 from netpoll.core.plugins import ENTRY_POINT_GROUP, ENV_BACKEND, BackendError
 from netpoll.core.runtime import runtime
+from netpoll.core.waiter import wake_fds
 
 PROG = "netpoll"
 
@@ -160,6 +161,7 @@ def collect_info() -> dict[str, Any]:
         "backends": backends,
         "entry_points": _entry_points(),
         "chosen": chosen,
+        "park": "eventfd" if wake_fds.enabled else "lock",
         "somaxconn": somaxconn(),
         "fd_limit": None if limit is None else {"soft": limit[0], "hard": limit[1]},
     }
@@ -206,6 +208,10 @@ def format_info(info: dict[str, Any]) -> str:
         lines.append(
             f"           NETPOLL_KQUEUE_EMULATION={info['environment']['NETPOLL_KQUEUE_EMULATION']}"
         )
+    if info["park"] == "eventfd":
+        lines.append("park:      eventfd (one per parked thread, from a pool)")
+    else:
+        lines.append("park:      lock (no eventfd on this OS)")
     som = info["somaxconn"]
     lines.append(f"somaxconn: {som if som is not None else 'unknown'}")
     lim = info["fd_limit"]

@@ -175,3 +175,38 @@ def test_interrupted_park_leaves_the_pollDesc_usable(backend: str) -> None:
         signal.signal(signal.SIGALRM, old)
         fd.close()
         b.close()
+
+
+@pytest.mark.skipif(not HAVE_EVENTFD, reason=NO_EVENTFD)
+def test_eventfds_are_capped_below_the_fd_limit(
+    fresh_pool: WakeFdPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the cap a park uses the lock, so accept never runs out of fds because of us."""
+    monkeypatch.setattr(waiter, "_fd_cap", lambda: 2)
+    gs = [ThreadG(str(i)) for i in range(3)]
+    for g in gs:
+        g.prepare()
+    assert [g._wake_fd >= 0 for g in gs] == [True, True, False]
+    assert fresh_pool.open_count == 2
+    # The capped G still parks and wakes, on its lock.
+    t = _park_in_thread(gs[2])
+    time.sleep(0.05)
+    assert t.is_alive()
+    gs[2].ready()
+    t.join(5)
+    assert not t.is_alive()
+    # A returned fd is reused without raising the count.
+    gs[0].cancel()
+    gs[2].prepare()
+    assert gs[2]._wake_fd >= 0 and fresh_pool.open_count == 2
+    gs[1].cancel()
+    gs[2].cancel()
+
+
+def test_fd_cap_is_a_quarter_of_the_soft_limit() -> None:
+    resource = pytest.importorskip("resource")
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        assert waiter._fd_cap() == 1 << 16
+    else:
+        assert waiter._fd_cap() == max(16, soft // 4)

@@ -5,12 +5,15 @@ Go's scheduler calls ``netpoll(delay)`` from ``findrunnable`` and ``sysmon``
 goroutines ``netpollready`` collected.  Our Gs are threads, so a
 :class:`NetPoller` runs that loop itself in one daemon thread, started lazily
 on the first registration (Go's ``serverInit.Do``), and a parked thread just
-blocks on its own semaphore until the loop readies it.
+blocks on its own wake channel until the loop readies it (an eventfd where the
+OS has one, so the wakeup releases the GIL: see :mod:`netpoll.core.waiter`).
 
 (A leader/follower variant, where a parking thread with nobody polling ran
 ``netpoll`` itself, was measured A/B against this loop with ``netpoll bench``:
 about 8% better at one connection, 10-30% worse at 100 and 1000, because
-under the GIL the role kept moving between threads.  The simple loop stayed.)
+under the GIL the role kept moving between threads.  The simple loop stayed.
+That was with lock-based parking; with eventfd parking the many-connection
+penalty may be gone, and one connection would still gain: not re-measured.)
 
 The loop:
 

@@ -65,18 +65,29 @@ class G(Protocol):
 
 
 class WakeFdPool:
-    """Idle eventfds for parking threads, so each park does not create one.
+    """Eventfds for parking threads: reused, and capped to spare the fd limit.
 
     ``get`` hands out an idle eventfd (creating one if none is idle) and
     ``put`` takes it back; at most :attr:`max_idle` are kept, the rest closed.
     An fd is put back only after its one wakeup was read, so a pooled eventfd
     always has a zero counter.
+
+    Every parked thread holds one, so 10,000 idle connections would need
+    10,000 more descriptors: a server near ``RLIMIT_NOFILE`` would start
+    failing ``accept`` with ``EMFILE`` because of us.  So at most a quarter of
+    the soft limit is ever used for eventfds (the cap is re-read when reached,
+    since servers raise the limit after start-up); past it a park uses the
+    G's lock.
     """
 
     def __init__(self, max_idle: int = 64) -> None:
         self.max_idle = max_idle
         self.enabled = _eventfd is not None
         self._idle: list[int] = []
+        self._lock = allocate_lock()
+        #: eventfds open now, idle or in use (changed only under _lock).
+        self._open = 0
+        self._cap = 0
 
     def get(self) -> int:
         """An eventfd with a zero counter, or -1 if none can be had."""
@@ -86,10 +97,16 @@ class WakeFdPool:
             pass
         if not self.enabled or _eventfd is None:
             return -1
-        try:
-            fd: int = _eventfd(0, os.EFD_CLOEXEC)
-        except OSError:
-            return -1  # out of descriptors: this park uses the lock instead
+        with self._lock:
+            if self._open >= self._cap:
+                self._cap = _fd_cap()
+                if self._open >= self._cap:
+                    return -1  # near the fd limit: this park uses the lock
+            try:
+                fd: int = _eventfd(0, os.EFD_CLOEXEC)
+            except OSError:
+                return -1  # out of descriptors: this park uses the lock
+            self._open += 1
         return fd
 
     def put(self, fd: int) -> None:
@@ -97,7 +114,21 @@ class WakeFdPool:
         if len(self._idle) < self.max_idle:
             self._idle.append(fd)
         else:
+            self.discard(fd)
+
+    def discard(self, fd: int) -> None:
+        """Close an eventfd of this pool instead of keeping it."""
+        with self._lock:
+            self._open -= 1
+        try:
             os.close(fd)
+        except OSError:
+            pass
+
+    @property
+    def open_count(self) -> int:
+        """How many eventfds are open, idle or held by a parked thread."""
+        return self._open
 
     def idle(self) -> frozenset[int]:
         """The idle eventfds (a leak check should not count them)."""
@@ -105,16 +136,34 @@ class WakeFdPool:
 
     def clear(self) -> None:
         """Close every idle eventfd."""
-        while self._idle:
+        while True:
             try:
-                os.close(self._idle.pop())
-            except (IndexError, OSError):
-                pass
+                fd = self._idle.pop()
+            except IndexError:
+                return
+            self.discard(fd)
 
     def _after_fork_in_child(self) -> None:
         # The child shares the parent's eventfds; writing to one would wake a
         # thread of the parent.  Forget them (closing only the child's copy).
+        # Ones held by parked threads of the parent belong to threads that do
+        # not exist here; their count goes with them.
+        self._lock = allocate_lock()
         self.clear()
+        self._open = 0
+
+
+def _fd_cap() -> int:
+    """A quarter of the soft ``RLIMIT_NOFILE`` (at least 16)."""
+    try:
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return 256
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return 1 << 16
+    return max(16, soft // 4)
 
 
 #: The process's pool of wake eventfds.
@@ -181,10 +230,7 @@ class ThreadG:
         fd = self._wake_fd
         if fd >= 0:
             self._wake_fd = -1
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+            wake_fds.discard(fd)
 
     def __repr__(self) -> str:
         return f"<ThreadG {self.name}>"
