@@ -165,14 +165,28 @@ class PollDesc:
             if self.closing or (self.rd < 0 if read else self.wd < 0):
                 return False
             g = current_g()
-            # The G must be able to take a wakeup before it is published.
-            g.prepare()
             if read:
                 self.rg = g
             else:
                 self.wg = g
+            # Still under pd.lock, so no notifier can reach g before it knows
+            # whether it polls for itself (see netpoller: the solo leader) or
+            # needs a wake channel to block on.
+            poller = self.poller
+            leading = poller is not None and poller.try_lead(g)
+            if not leading:
+                g.prepare()
         try:
-            g.park()
+            if leading:
+                assert poller is not None
+                # False: it stepped down without being readied.  It leaves
+                # the semaphore (a spurious wakeup; the caller parks again, as
+                # an ordinary waiter) unless a notifier just took it.
+                if not poller.lead(g) and self._abandon_park(g, read):
+                    g.no_lead = True
+                    return False
+            else:
+                g.park()
         except BaseException:
             self._abandon_park(g, read)
             raise
@@ -180,7 +194,14 @@ class PollDesc:
         # the outcome on it.
         return g.ioready
 
-    def _abandon_park(self, g: G, read: bool) -> None:
+    def _wake(self, g: G) -> None:
+        """Resume a G this caller took out of a semaphore (goready)."""
+        poller = self.poller
+        if poller is not None:
+            poller.readied()  # it no longer counts as parked
+        g.ready()
+
+    def _abandon_park(self, g: G, read: bool) -> bool:
         """A park was interrupted (KeyboardInterrupt in the main thread).
 
         If no notifier took ``g`` yet, take it back so the next wait does not
@@ -195,8 +216,11 @@ class PollDesc:
             elif not read and self.wg is g:
                 self.wg = None
             else:
-                return
+                return False
+        if self.poller is not None:
+            self.poller.readied()
         g.cancel()
+        return True
 
     # -- what FD calls ----------------------------------------------------
 
@@ -278,9 +302,9 @@ class PollDesc:
             for when, tmode, seq in timers:
                 poller.add_timer(when, self, tmode, seq)
         if rg is not None:
-            rg.ready()
+            self._wake(rg)
         if wg is not None:
-            wg.ready()
+            self._wake(wg)
 
     def deadline_fired(self, mode: int, seq: int) -> None:
         """netpolldeadlineimpl: a timer armed with ``seq`` went off."""
@@ -296,14 +320,17 @@ class PollDesc:
                 self.wd = -1.0
                 wg = self._unblock(MODE_W, False)
         if rg is not None:
-            rg.ready()
+            self._wake(rg)
         if wg is not None:
-            wg.ready()
+            self._wake(wg)
 
     # -- readiness and close ------------------------------------------------
 
-    def ready(self, mode: int) -> None:
+    def ready(self, mode: int) -> int:
         """netpollready: the poller saw ``mode`` readiness; wake or latch.
+
+        Returns how many parked Gs it woke (0-2): the poller uses it to tell
+        a busy round from a quiet one.
 
         This is :meth:`_unblock` with ``ioready=True`` spelled out for both
         directions, because the poll loop runs it for every event and the
@@ -329,10 +356,14 @@ class PollDesc:
                 old.ioready = True
                 wg = old
         lock.release()
+        woken = 0
         if rg is not None:
-            rg.ready()
+            self._wake(rg)
+            woken = 1
         if wg is not None:
-            wg.ready()
+            self._wake(wg)
+            woken += 1
+        return woken
 
     def evict(self) -> None:
         """poll_runtime_pollUnblock: mark closing and wake every waiter.
@@ -349,9 +380,9 @@ class PollDesc:
             rg = self._unblock(MODE_R, False)
             wg = self._unblock(MODE_W, False)
         if rg is not None:
-            rg.ready()
+            self._wake(rg)
         if wg is not None:
-            wg.ready()
+            self._wake(wg)
 
 
 class PollCache:

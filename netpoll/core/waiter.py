@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import os
 import threading
-from _thread import allocate_lock
-from typing import Protocol
+from _thread import allocate_lock, get_ident
+from typing import Any, Protocol
 
 _eventfd = getattr(os, "eventfd", None)
 _eventfd_read = getattr(os, "eventfd_read", None)
@@ -181,7 +181,18 @@ class ThreadG:
     and the wakeup is never lost.
     """
 
-    __slots__ = ("__weakref__", "_sema", "_wake_fd", "ioready", "name")
+    __slots__ = (
+        "__weakref__",
+        "_sema",
+        "_state",
+        "_wake_fd",
+        "ident",
+        "ioready",
+        "lead_poller",
+        "name",
+        "no_lead",
+        "woken",
+    )
 
     def __init__(self, name: str = "") -> None:
         self._sema = allocate_lock()
@@ -189,6 +200,15 @@ class ThreadG:
         self._wake_fd = -1
         self.ioready = False
         self.name = name
+        self.ident = get_ident()
+        #: The NetPoller this thread is polling for while parked (a solo
+        #: leader), else None; ``woken`` is its ready flag meanwhile.
+        self.lead_poller: Any = None
+        self.woken = False
+        #: Set when this G just gave up the poll role: its next park waits.
+        self.no_lead = False
+        # Orders ready() against the end of a lead (see stop_leading).
+        self._state = allocate_lock()
 
     def prepare(self) -> None:
         """Take a wake eventfd for the coming park (kept if one is still held)."""
@@ -208,6 +228,19 @@ class ThreadG:
         self._wake_fd = -1
         wake_fds.put(fd)
 
+    def stop_leading(self) -> bool:
+        """End a lead; True if :meth:`ready` came during it.
+
+        After this a late ``ready`` takes the channel path (the lock, as a
+        leader holds no eventfd): at worst one spurious wakeup of a later
+        park, which the pollDesc tolerates.
+        """
+        with self._state:
+            self.lead_poller = None
+            woken: bool = self.woken
+            self.woken = False
+        return woken
+
     def cancel(self) -> None:
         """Give the eventfd back: nobody can wake this park any more."""
         fd = self._wake_fd
@@ -217,6 +250,18 @@ class ThreadG:
 
     def ready(self) -> None:
         """Wake the parked thread (the eventfd write releases the GIL)."""
+        if self.lead_poller is not None:
+            with self._state:
+                poller = self.lead_poller
+                if poller is not None:
+                    # It is polling, not blocked on its channel: a flag it
+                    # checks after each round, and a break if it sits in
+                    # netpoll right now.
+                    self.woken = True
+            if poller is not None:
+                if get_ident() != self.ident:
+                    poller.interrupt()
+                return
         fd = self._wake_fd
         if fd < 0:
             self._sema.release()
