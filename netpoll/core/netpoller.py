@@ -200,14 +200,17 @@ class NetPoller:
     def _poll_events(self, timeout: float | None) -> int:
         """Poll once and wake the waiters of what was reported."""
         events = self.table.netpoll(timeout)
-        with self._lock:
-            self._sleep_until = 0.0
-            self._break_pending = False
         woken = 0
         for token, mode in events:
             pd, seq = token
             if pd.fdseq == seq:  # an event for a closed, reused fd is dropped
                 woken += pd.ready(mode)
+        with self._lock:
+            # Reset after the wakeups: a timer added meanwhile at worst sent
+            # one needless break, and the next round recomputes the sleep.
+            self._sleep_until = 0.0
+            self._break_pending = False
+            self._parked -= woken
         return woken
 
     def _loop(self) -> None:

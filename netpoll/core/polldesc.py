@@ -329,8 +329,10 @@ class PollDesc:
     def ready(self, mode: int) -> int:
         """netpollready: the poller saw ``mode`` readiness; wake or latch.
 
-        Returns how many parked Gs it woke (0-2): the poller uses it to tell
-        a busy round from a quiet one.
+        Returns how many parked Gs it woke (0-2).  The poller, its only
+        caller, drops its parked count by the sum once per round (one lock
+        trip per round instead of one per wakeup) and uses it to tell a busy
+        round from a quiet one.
 
         This is :meth:`_unblock` with ``ioready=True`` spelled out for both
         directions, because the poll loop runs it for every event and the
@@ -358,10 +360,10 @@ class PollDesc:
         lock.release()
         woken = 0
         if rg is not None:
-            self._wake(rg)
+            rg.ready()
             woken = 1
         if wg is not None:
-            self._wake(wg)
+            wg.ready()
             woken += 1
         return woken
 
