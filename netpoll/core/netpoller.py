@@ -7,8 +7,8 @@ Gs are threads, and exactly one thread at a time holds the *poll role*:
 
 * the loop thread of this :class:`NetPoller` (started lazily on the first
   registration, Go's ``serverInit.Do``) while rounds are busy (each wakes
-  several threads) or deadline timers are pending: it polls and wakes each
-  parked thread through that thread's wake channel (:mod:`netpoll.core.waiter`);
+  several threads): it polls, runs deadline timers and wakes each parked
+  thread through that thread's wake channel (:mod:`netpoll.core.waiter`);
 * a parking thread itself when nobody holds the role (a *solo leader*): one
   busy connection next to an idle accept loop, or a bulk transfer, then waits
   in the backend's ``netpoll`` directly and is woken by the kernel, with no
@@ -16,8 +16,10 @@ Gs are threads, and exactly one thread at a time holds the *poll role*:
 
 The role moves by these rules, each there for a measured reason:
 
-* the loop thread steps down after a quiet round (at most one thread woken)
-  with no timer pending, so the next thread that parks polls for itself;
+* the loop thread steps down after a quiet round (at most one thread woken),
+  so the next thread that parks polls for itself (and runs the timers: a
+  pending deadline does not keep the role, or any server using deadlines
+  would never get a solo leader);
 * a leader that is readied by its own event leaves the role free and goes
   back to its I/O; it will most likely park again and take it back;
 * a leader whose round woke *other* threads and not itself steps down and
@@ -26,9 +28,10 @@ The role moves by these rules, each there for a measured reason:
   moves from thread to thread costs more than one thread waking many (the
   full leader/follower we measured first lost 10-30% at 100 and 1000
   connections that way);
-* while threads are parked and the role is free, the loop thread wakes every
-  :data:`SYSMON_TICK` (Go's sysmon) and takes the role if nobody took it since
-  the last tick, so a leader that never comes back strands nobody.
+* while threads are parked or timers pending and the role is free, the loop
+  thread wakes every :data:`SYSMON_TICK` (Go's sysmon) and takes the role if
+  nobody took it since the last tick, so a leader that never comes back
+  strands nobody and a timer fires at most two ticks late.
 
 Nothing is lost while nobody polls: edge-triggered events stay queued in the
 kernel until the next ``netpoll``, and level-triggered backends report what
@@ -219,18 +222,20 @@ class NetPoller:
         while not self._stopping:
             with lock:
                 leader = self._leader
-                if leader is None and (
-                    self._timers or (self._parked and self._lead_epoch == seen_epoch)
+                # Parked threads or timers whose role nobody took for a whole
+                # tick (sysmon): poll and run the timers for them.
+                if (
+                    leader is None
+                    and (self._parked or self._timers)
+                    and self._lead_epoch == seen_epoch
                 ):
-                    # sysmon: parked threads and a role nobody took for a
-                    # whole tick (or timers to run): poll for them.
                     leader = self._leader = _LOOP
                 seen_epoch = self._lead_epoch
                 if leader is not _LOOP:
                     self._loop_asleep = True
-                    # Tick while anyone is parked: a solo leader that left
-                    # the role may not come back to poll for them.
-                    ticking = self._loop_ticking = self._parked > 0
+                    # Tick while anyone is parked or a timer is pending: a
+                    # solo leader that left the role may not come back.
+                    ticking = self._loop_ticking = bool(self._parked or self._timers)
             if leader is not _LOOP:
                 if ticking:
                     woke = self._loop_sema.acquire(timeout=SYSMON_TICK)
@@ -249,8 +254,13 @@ class NetPoller:
                 # next thread that parks polls for itself.  A busy one: keep
                 # the role, one thread waking many is cheaper than the role
                 # moving between them.
-                if woken <= 1 and not self._timers and self._leader is _LOOP:
+                # Pending timers do not keep the role: a leader runs them
+                # too, and the tick takes a free role back for them.
+                if woken <= 1 and self._leader is _LOOP:
                     self._leader = None
+                    # Give a parking thread a whole tick to take it before
+                    # the sysmon check may take it back.
+                    seen_epoch = -1
 
     # -- the solo leader ----------------------------------------------------
 
@@ -298,11 +308,13 @@ class NetPoller:
             with self._lock:
                 self._leader = None
                 wake_loop = False
-                if busy or self._timers:
+                if busy:
                     wake_loop = self._claim_for_loop_locked()
-                elif self._parked and self._loop_asleep and not self._loop_ticking:
-                    # Threads parked behind us and the loop sleeps without a
-                    # tick: make it watch the role we leave free.
+                elif (
+                    (self._parked or self._timers) and self._loop_asleep and not self._loop_ticking
+                ):
+                    # Threads parked behind us (or timers) and the loop sleeps
+                    # without a tick: make it watch the role we leave free.
                     self._loop_asleep = False
                     wake_loop = True
             if wake_loop:
