@@ -89,7 +89,12 @@ def _until_it_leads(reader: Reader, peer: socket.socket) -> None:
             time.sleep(0.001)
         peer.send(b"warm-up")
         _wait_for(lambda n=i: len(reader.got) > n, "the warm-up message")
-    raise AssertionError(f"a lone reader did not take the poll role in {MAX_WARMUP} messages")
+    p = runtime.poller()
+    raise AssertionError(
+        f"a lone reader did not take the poll role in {MAX_WARMUP} messages (role: "
+        f"{p._leader!r}, parked: {p._parked}, timers: {len(p._timers)}, loop asleep: "
+        f"{p._loop_asleep}, ticking: {p._loop_ticking}, epoch: {p._lead_epoch})"
+    )
 
 
 def test_a_lone_reader_polls_for_itself(pairs: list[tuple[FD, socket.socket]]) -> None:

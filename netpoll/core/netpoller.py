@@ -31,7 +31,7 @@ The role moves by these rules, each there for a measured reason:
 * while threads are parked or timers pending and the role is free, the loop
   thread wakes every :data:`SYSMON_TICK` (Go's sysmon) and takes the role if
   nobody took it since the last tick, so a leader that never comes back
-  strands nobody and a timer fires at most two ticks late.
+  strands nobody and a timer fires at most two ticks (10 ms) late.
 
 Nothing is lost while nobody polls: edge-triggered events stay queued in the
 kernel until the next ``netpoll``, and level-triggered backends report what
@@ -72,10 +72,13 @@ if TYPE_CHECKING:
 #: The poll role's holder when it is the loop thread.
 _LOOP = "loop"
 
-#: How often the loop thread checks a free role while threads are parked
-#: (Go's sysmon polls the network if nobody has for 10 ms; ours is tighter
-#: because a stranded thread here is a whole connection waiting).
-SYSMON_TICK = 0.001
+#: How often the loop thread checks a free role while threads are parked or
+#: timers pending (Go's sysmon polls the network if nobody has for 10 ms).
+#: Not shorter than CPython's GIL switch interval (5 ms): a leader that was
+#: just readied may wait that long for the GIL before it parks again and
+#: takes the role back, and a tick shorter than that kept stealing the role
+#: from it (seen as a test that never saw a solo leader on a loaded run).
+SYSMON_TICK = 0.005
 
 
 class NetPoller:
