@@ -109,14 +109,22 @@ def test_a_lone_reader_polls_for_itself(pairs: list[tuple[FD, socket.socket]]) -
     assert not reader.leads()
 
 
-def test_leader_wakes_a_thread_parked_behind_it(
+def _leader_and_one_behind(
     pairs: list[tuple[FD, socket.socket]],
-) -> None:
+) -> tuple[Reader, socket.socket, Reader, socket.socket]:
+    """A first reader holding the poll role and a second parked behind it."""
     (fd1, peer1), (fd2, peer2) = pairs[0], pairs[1]
     first = Reader(fd1)
     _until_it_leads(first, peer1)
     second = Reader(fd2)
     _wait_for(lambda: runtime.poller()._parked == 2, "the second reader to park")
+    return first, peer1, second, peer2
+
+
+def test_leader_wakes_a_thread_parked_behind_it(
+    pairs: list[tuple[FD, socket.socket]],
+) -> None:
+    first, peer1, second, peer2 = _leader_and_one_behind(pairs)
     assert first.leads()  # the role did not move to the newcomer
     peer2.send(b"second!")
     second.thread.join(5)
@@ -132,11 +140,7 @@ def test_a_leader_that_leaves_does_not_strand_the_others(
     pairs: list[tuple[FD, socket.socket]],
 ) -> None:
     """The leader is readied and its thread ends; the loop's tick takes the role."""
-    (fd1, peer1), (fd2, peer2) = pairs[0], pairs[1]
-    first = Reader(fd1)
-    _until_it_leads(first, peer1)
-    second = Reader(fd2)
-    _wait_for(lambda: runtime.poller()._parked == 2, "the second reader to park")
+    first, peer1, second, peer2 = _leader_and_one_behind(pairs)
     peer1.send(b"bye!")
     first.thread.join(5)
     assert first.got[-1] == b"bye!"  # gone: it never parks again

@@ -29,10 +29,15 @@ def fresh_pool(monkeypatch: pytest.MonkeyPatch) -> Iterator[WakeFdPool]:
     pool.clear()
 
 
-def _park_in_thread(g: ThreadG) -> threading.Thread:
+def _assert_parks_until_ready(g: ThreadG, why: str = "park returned without a ready") -> None:
+    """Park ``g`` in a thread: it must stay parked until ``ready``, then return."""
     t = threading.Thread(target=g.park)
     t.start()
-    return t
+    time.sleep(0.05)
+    assert t.is_alive(), why
+    g.ready()
+    t.join(5)
+    assert not t.is_alive()
 
 
 def test_ready_before_park_is_not_lost(fresh_pool: WakeFdPool) -> None:
@@ -47,12 +52,7 @@ def test_ready_before_park_is_not_lost(fresh_pool: WakeFdPool) -> None:
 def test_park_blocks_until_ready(fresh_pool: WakeFdPool) -> None:
     g = ThreadG("t")
     g.prepare()
-    t = _park_in_thread(g)
-    time.sleep(0.05)
-    assert t.is_alive(), "park returned without a ready"
-    g.ready()
-    t.join(5)
-    assert not t.is_alive()
+    _assert_parks_until_ready(g, "park returned without a ready")
 
 
 @pytest.mark.skipif(not HAVE_EVENTFD, reason=NO_EVENTFD)
@@ -69,12 +69,7 @@ def test_park_uses_a_pooled_eventfd_and_gives_it_back(fresh_pool: WakeFdPool) ->
     # The next park reuses it, and its counter was left at zero.
     g.prepare()
     assert g._wake_fd == fd
-    t = _park_in_thread(g)
-    time.sleep(0.05)
-    assert t.is_alive(), "a reused eventfd carried a stale wakeup"
-    g.ready()
-    t.join(5)
-    assert not t.is_alive()
+    _assert_parks_until_ready(g, "a reused eventfd carried a stale wakeup")
 
 
 @pytest.mark.skipif(not HAVE_EVENTFD, reason=NO_EVENTFD)
@@ -106,12 +101,7 @@ def test_falls_back_to_the_lock_when_no_eventfd_can_be_made(
     g = ThreadG("t")
     g.prepare()
     assert g._wake_fd == -1
-    t = _park_in_thread(g)
-    time.sleep(0.05)
-    assert t.is_alive()
-    g.ready()
-    t.join(5)
-    assert not t.is_alive()
+    _assert_parks_until_ready(g)
 
 
 def test_real_reads_park_and_wake_through_the_pool(backend: str) -> None:
@@ -189,12 +179,7 @@ def test_eventfds_are_capped_below_the_fd_limit(
     assert [g._wake_fd >= 0 for g in gs] == [True, True, False]
     assert fresh_pool.open_count == 2
     # The capped G still parks and wakes, on its lock.
-    t = _park_in_thread(gs[2])
-    time.sleep(0.05)
-    assert t.is_alive()
-    gs[2].ready()
-    t.join(5)
-    assert not t.is_alive()
+    _assert_parks_until_ready(gs[2])
     # A returned fd is reused without raising the count.
     gs[0].cancel()
     gs[2].prepare()
