@@ -40,7 +40,6 @@ from typing import Any
 import netpoll
 from netpoll.core.plugins import ENTRY_POINT_GROUP, ENV_BACKEND, BackendError
 from netpoll.core.runtime import runtime
-from netpoll.core.waiter import wake_fds
 
 PROG = "netpoll"
 
@@ -161,7 +160,8 @@ def collect_info() -> dict[str, Any]:
         "backends": backends,
         "entry_points": _entry_points(),
         "chosen": chosen,
-        "park": "eventfd" if wake_fds.enabled else "lock",
+        # How a plain thread parks: in the kernel on its fd plus a wake fd.
+        "park": "fd + eventfd" if hasattr(os, "eventfd") else "fd + pipe",
         "somaxconn": somaxconn(),
         "fd_limit": None if limit is None else {"soft": limit[0], "hard": limit[1]},
     }

@@ -154,8 +154,7 @@ def start_backend(name: str) -> tuple[Backend, BackendRegistry]:
     if reason is not None:
         pytest.skip(f"{name}: {reason}")
     poller = spec.create()
-    pm.register(poller, name="netpoll.backend")
-    pm.table.netpollinit()
+    pm.table.netpollinit(poller)
     return Backend(name, spec, pm, poller), registry
 
 
@@ -166,7 +165,6 @@ def bk(request: pytest.FixtureRequest) -> Iterator[Backend]:
     try:
         yield b
     finally:
-        b.pm.unregister(name="netpoll.backend")
         b.poller.shutdown()
 
 
@@ -330,19 +328,25 @@ def test_probes_do_not_leak() -> None:
 # --------------------------------------------------------------------------
 
 
-def test_registered_as_plugin(bk: Backend) -> None:
-    """The poller object is a pluggy plugin; hooks and table entries reach it."""
+def test_hooks_reach_the_poller_instance(
+    bk: Backend, sockpair: tuple[socket.socket, socket.socket]
+) -> None:
+    """Each poller hook, through pluggy and through the table, acts on the instance."""
     pm = bk.pm
-    assert pm.is_registered(bk.poller)
-    hooks = {"netpollinit", "netpollopen", "netpollclose", "netpoll", "netpollbreak"}
-    if not bk.edge:
-        hooks.add("netpollarm")
-    for name in hooks:
-        impls = getattr(pm.hook, name).get_hookimpls()
-        assert [i.plugin for i in impls] == [bk.poller]
+    for name in ("netpollinit", "netpollopen", "netpollclose", "netpoll", "netpollbreak"):
         assert pm.table.wrapped[name] is False
-    assert pm.hook.netpoll(timeout=0) == []
-    assert list(pm.table.netpoll(0)) == []
+    a, b = sockpair
+    token = object()
+    pm.hook.netpollopen(poller=bk.poller, fd=a.fileno(), token=token)
+    pm.table.netpollarm(bk.poller, a.fileno(), MODE_R)
+    b.send(b"x")
+    deadline = time.monotonic() + SLOW
+    seen: list[object] = []
+    while not seen and time.monotonic() < deadline:
+        seen = [t for t, _ in pm.hook.netpoll(poller=bk.poller, timeout=0.05)]
+    assert seen == [token]
+    pm.table.netpollclose(bk.poller, a.fileno())
+    assert list(pm.table.netpoll(bk.poller, 0)) == []
 
 
 def test_read_readiness_reports_token(
@@ -518,7 +522,7 @@ def test_break_wakes_blocked_netpoll(bk: Backend) -> None:
     t = threading.Thread(target=poller)
     t.start()
     time.sleep(0.1)
-    bk.pm.table.netpollbreak()
+    bk.pm.table.netpollbreak(bk.poller)
     t.join(SLOW)
     assert not t.is_alive(), "netpollbreak did not wake netpoll"
     events, elapsed = result[0]
@@ -599,7 +603,7 @@ def test_netpollclose_stops_events(
     bk.open(a.fileno(), token)
     bk.drain()
     bk.arm(a.fileno(), MODE_R)
-    bk.pm.table.netpollclose(a.fileno())
+    bk.pm.table.netpollclose(bk.poller, a.fileno())
     b.send(b"ignored")
     assert id(token) not in bk.poll(0.1)
     # The fd can be registered again with a new token afterwards.
@@ -712,7 +716,6 @@ def level_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     try:
         yield b
     finally:
-        b.pm.unregister(name="netpoll.backend")
         b.poller.shutdown()
 
 
@@ -841,7 +844,7 @@ def test_epoll_regular_file_raises_eperm(tmp_path: Any) -> None:
         with open(tmp_path / "f", "wb") as f:
             token = object()
             with pytest.raises(OSError) as info:
-                b.pm.table.netpollopen(f.fileno(), token)
+                b.pm.table.netpollopen(b.poller, f.fileno(), token)
             assert info.value.errno == errno.EPERM
             assert b.poller.netpoll(0) == []
             b.poller.netpollclose(f.fileno())  # harmless

@@ -191,7 +191,7 @@ def test_info_json_matches_the_registry() -> None:
     assert info["fd_limit"]["soft"] != 0
     if sys.platform.startswith("linux"):
         assert isinstance(info["somaxconn"], int) and info["somaxconn"] > 0
-    assert info["park"] == ("eventfd" if hasattr(os, "eventfd") else "lock")
+    assert info["park"] == ("fd + eventfd" if hasattr(os, "eventfd") else "fd + pipe")
 
 
 def test_info_reports_the_env_choice() -> None:

@@ -7,16 +7,22 @@
   ``netpollWakeSig`` order): a notify that finds the flag still set is
   answered by the wait that is about to drain.
 * :class:`PollerBase` - the lock, token table, closed flag and fork-safe
-  :meth:`PollerBase.shutdown` every built-in poller has.
+  :meth:`PollerBase.shutdown` every built-in poller has, the no-op
+  ``netpollarm`` of edge-triggered pollers, and the default ``netpollwait``
+  (a thread parked on one fd plus its wake fd) on poll(2).
 
 Like the backends, this imports nothing from netpoll but
-:mod:`netpoll.core.hookspecs` (here: nothing at all).
+:mod:`netpoll.core.hookspecs`.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import select
 import threading
+
+from netpoll.core.hookspecs import MODE_R, MODE_W, MODE_WAKE, clamp_timeout
 
 _ONE = (1).to_bytes(8, "little")
 
@@ -103,3 +109,46 @@ class PollerBase:
             self._closed = True
             self._tokens.clear()
             self._release_locked()
+
+    def netpollarm(self, fd: int, mode: int) -> None:
+        """Edge-triggered pollers watch every registered fd already: nothing to do."""
+
+    def netpollwait(self, fd: int, mode: int, wake_fd: int, timeout: float | None) -> int:
+        """Wait for ``fd`` (and ``wake_fd``) with one poll(2) call.
+
+        For two descriptors and one wait, poll(2) is the cheapest call on
+        every system that has it: an epoll or kqueue set would cost extra
+        system calls to build and tear down per wait.  Level-triggered, so a
+        readiness that came before the call is reported at once.
+        """
+        return wait_with_poll(fd, mode, wake_fd, timeout)
+
+
+_POLL_READ = select.POLLIN | getattr(select, "POLLRDHUP", 0)
+_POLL_GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
+
+
+def wait_with_poll(fd: int, mode: int, wake_fd: int, timeout: float | None) -> int:
+    """:func:`~netpoll.core.hookspecs.netpollwait` on a throwaway ``select.poll``."""
+    p = select.poll()
+    if fd >= 0:
+        mask = 0
+        if mode & MODE_R:
+            mask |= _POLL_READ
+        if mode & MODE_W:
+            mask |= select.POLLOUT
+        p.register(fd, mask)
+    if wake_fd >= 0:
+        p.register(wake_fd, select.POLLIN)
+    t = clamp_timeout(timeout)
+    events = p.poll(None if t is None else math.ceil(t * 1000.0))
+    result = 0
+    for f, ev in events:
+        if f == fd:
+            if ev & (_POLL_READ | _POLL_GONE):
+                result |= MODE_R
+            if ev & (select.POLLOUT | _POLL_GONE):
+                result |= MODE_W
+        else:
+            result |= MODE_WAKE
+    return result

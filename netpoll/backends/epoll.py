@@ -45,7 +45,7 @@ import select
 from collections.abc import Sequence
 
 from netpoll.backends._wakeup import PollerBase, Wakeup
-from netpoll.core.hookspecs import MODE_R, MODE_W, BackendSpec, hookimpl
+from netpoll.core.hookspecs import MODE_R, MODE_W, BackendSpec, clamp_timeout, hookimpl
 
 # select.EPOLL* exist only on Linux; getattr keeps the module importable (and
 # the probe honest) everywhere else.
@@ -76,7 +76,6 @@ class EpollPoller(PollerBase):
 
     # -- hooks ------------------------------------------------------------
 
-    @hookimpl
     def netpollinit(self) -> None:
         """Create the epoll instance and its wakeup eventfd (idempotent)."""
         with self._lock:
@@ -103,7 +102,6 @@ class EpollPoller(PollerBase):
             self._epoll, self._wakeup = ep, wakeup
         return self._epoll
 
-    @hookimpl
     def netpollopen(self, fd: int, token: object) -> None:
         """Register ``fd`` edge-triggered for read and write, for its lifetime.
 
@@ -125,7 +123,6 @@ class EpollPoller(PollerBase):
                     self._tokens[fd] = previous
                 raise
 
-    @hookimpl
     def netpollclose(self, fd: int) -> None:
         """Remove ``fd`` from the epoll set; unknown or closed fds are ignored."""
         with self._lock:
@@ -138,7 +135,6 @@ class EpollPoller(PollerBase):
                 # it from the epoll set.
                 pass
 
-    @hookimpl
     def netpoll(self, timeout: float | None) -> Sequence[tuple[object, int]]:
         """Wait up to ``timeout`` seconds; return ``[(token, modes), ...]``."""
         ep = self._epoll
@@ -146,7 +142,8 @@ class EpollPoller(PollerBase):
             with self._lock:
                 ep = self._init_locked()
         # epoll.poll takes seconds and rounds sub-millisecond waits up.
-        wait = -1.0 if timeout is None else max(timeout, 0.0)
+        t = clamp_timeout(timeout)
+        wait = -1.0 if t is None else t
         try:
             events = ep.poll(wait, MAX_EVENTS)
         except InterruptedError:  # pragma: no cover - PEP 475 retries for us
@@ -184,7 +181,6 @@ class EpollPoller(PollerBase):
                 result.append((token, modes))
         return result
 
-    @hookimpl
     def netpollbreak(self) -> None:
         """Wake a blocked :meth:`netpoll`; repeated calls coalesce."""
         with self._lock:

@@ -49,7 +49,14 @@ from typing import Any
 import pluggy
 
 from netpoll.backends._wakeup import PollerBase, Wakeup
-from netpoll.core.hookspecs import MODE_R, MODE_W, BackendSpec, hookimpl, hookspec
+from netpoll.core.hookspecs import (
+    MODE_R,
+    MODE_W,
+    BackendSpec,
+    clamp_timeout,
+    hookimpl,
+    hookspec,
+)
 
 #: Environment variable: ``1`` lets the default API be the emulation on Linux.
 ENV_EMULATION = "NETPOLL_KQUEUE_EMULATION"
@@ -179,13 +186,11 @@ class KqueuePoller(PollerBase):
 
     # -- hooks ------------------------------------------------------------
 
-    @hookimpl
     def netpollinit(self) -> None:
         """Create the kqueue and its wakeup (idempotent)."""
         with self._lock:
             self._init_locked()
 
-    @hookimpl
     def netpollopen(self, fd: int, token: object) -> None:
         """Add read and write knotes with ``EV_ADD | EV_CLEAR`` for ``fd``.
 
@@ -220,7 +225,6 @@ class KqueuePoller(PollerBase):
             except (OSError, ValueError):
                 pass
 
-    @hookimpl
     def netpollclose(self, fd: int) -> None:
         """Forget ``fd`` and delete its knotes (closing the fd would too)."""
         with self._lock:
@@ -228,14 +232,13 @@ class KqueuePoller(PollerBase):
                 return
             self._delete_knotes(self._kq, fd)
 
-    @hookimpl
     def netpoll(self, timeout: float | None) -> Sequence[tuple[object, int]]:
         """Wait up to ``timeout`` seconds; return ``[(token, modes), ...]``."""
         kq = self._kq
         if kq is None:
             with self._lock:
                 kq = self._init_locked()
-        wait = None if timeout is None else max(timeout, 0.0)
+        wait = clamp_timeout(timeout)
         try:
             events = kq.control(None, MAX_EVENTS, wait)
         except InterruptedError:  # pragma: no cover - PEP 475 retries for us
@@ -279,7 +282,6 @@ class KqueuePoller(PollerBase):
                 result.append((token, modes))
         return result
 
-    @hookimpl
     def netpollbreak(self) -> None:
         """Wake a blocked :meth:`netpoll`; repeated calls coalesce."""
         with self._lock:

@@ -39,7 +39,7 @@ import select
 from collections.abc import Sequence
 
 from netpoll.backends._wakeup import PollerBase, Wakeup
-from netpoll.core.hookspecs import MODE_R, MODE_W, BackendSpec, hookimpl
+from netpoll.core.hookspecs import MODE_R, MODE_W, BackendSpec, clamp_timeout, hookimpl
 
 _POLLIN: int = getattr(select, "POLLIN", 0x001)
 _POLLPRI: int = getattr(select, "POLLPRI", 0x002)
@@ -94,13 +94,11 @@ class PollPoller(PollerBase):
 
     # -- hooks ------------------------------------------------------------
 
-    @hookimpl
     def netpollinit(self) -> None:
         """Create the poll object and its wakeup channel (idempotent)."""
         with self._lock:
             self._init_locked()
 
-    @hookimpl
     def netpollopen(self, fd: int, token: object) -> None:
         """Remember ``fd`` and its token; nothing is watched until armed."""
         if fd < 0:
@@ -109,7 +107,6 @@ class PollPoller(PollerBase):
             self._init_locked()
             self._tokens[fd] = token
 
-    @hookimpl
     def netpollclose(self, fd: int) -> None:
         """Forget ``fd`` and any interest in it."""
         with self._lock:
@@ -120,7 +117,6 @@ class PollPoller(PollerBase):
                 # which netpoll ignores (no interest) - one harmless turn.
                 self._poll.unregister(fd)
 
-    @hookimpl
     def netpollarm(self, fd: int, mode: int) -> None:
         """Watch ``fd`` for ``mode`` until reported once; wakes a blocked poll."""
         with self._lock:
@@ -138,17 +134,14 @@ class PollPoller(PollerBase):
                 # poll that starts later copies the updated one.
                 self._wake_locked()
 
-    @hookimpl
     def netpoll(self, timeout: float | None) -> Sequence[tuple[object, int]]:
         """Wait up to ``timeout`` seconds; report and disarm ready modes."""
         with self._lock:
             p = self._init_locked()
             self._polling = True
-        if timeout is None:
-            wait_ms: int | None = None
-        else:
-            # Round up: a timer must not fire early because of truncation.
-            wait_ms = max(0, math.ceil(timeout * 1000.0))
+        t = clamp_timeout(timeout)
+        # Round up: a timer must not fire early because of truncation.
+        wait_ms = None if t is None else math.ceil(t * 1000.0)
         try:
             events = p.poll(wait_ms)
         except InterruptedError:  # pragma: no cover - PEP 475 retries for us
@@ -192,7 +185,6 @@ class PollPoller(PollerBase):
                 result.append((token, modes))
         return result
 
-    @hookimpl
     def netpollbreak(self) -> None:
         """Wake a blocked :meth:`netpoll`; repeated calls coalesce."""
         with self._lock:

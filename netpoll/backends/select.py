@@ -39,7 +39,14 @@ import select
 from collections.abc import Sequence
 
 from netpoll.backends._wakeup import PollerBase, Wakeup
-from netpoll.core.hookspecs import MODE_R, MODE_W, BackendSpec, hookimpl
+from netpoll.core.hookspecs import (
+    MODE_R,
+    MODE_W,
+    MODE_WAKE,
+    BackendSpec,
+    clamp_timeout,
+    hookimpl,
+)
 
 #: The size of select's fd bitmaps.  Python does not export it everywhere;
 #: 1024 is the value on Linux, macOS and the BSDs' default builds.
@@ -98,13 +105,11 @@ class SelectPoller(PollerBase):
 
     # -- hooks ------------------------------------------------------------
 
-    @hookimpl
     def netpollinit(self) -> None:
         """Create the wakeup channel (idempotent)."""
         with self._lock:
             self._init_locked()
 
-    @hookimpl
     def netpollopen(self, fd: int, token: object) -> None:
         """Remember ``fd``; raises :class:`FdSetSizeError` if select can't watch it."""
         _check_fd(fd)
@@ -112,14 +117,12 @@ class SelectPoller(PollerBase):
             self._init_locked()
             self._tokens[fd] = token
 
-    @hookimpl
     def netpollclose(self, fd: int) -> None:
         """Forget ``fd`` and any interest in it."""
         with self._lock:
             self._tokens.pop(fd, None)
             self._interest.pop(fd, None)
 
-    @hookimpl
     def netpollarm(self, fd: int, mode: int) -> None:
         """Watch ``fd`` for ``mode`` until reported once; wakes a blocked select."""
         _check_fd(fd)
@@ -134,7 +137,31 @@ class SelectPoller(PollerBase):
                 if self._polling:  # a later select takes a fresh snapshot
                     self._wake_locked()
 
-    @hookimpl
+    def netpollwait(self, fd: int, mode: int, wake_fd: int, timeout: float | None) -> int:
+        """One ``select`` call on ``fd`` and ``wake_fd`` (both below FD_SETSIZE)."""
+        rset: list[int] = []
+        wset: list[int] = []
+        xset: list[int] = []
+        if fd >= 0:
+            _check_fd(fd)
+            if mode & MODE_R:
+                rset.append(fd)
+            if mode & MODE_W:
+                wset.append(fd)
+            xset.append(fd)
+        if wake_fd >= 0:
+            _check_fd(wake_fd)
+            rset.append(wake_fd)
+        r, w, x = select.select(rset, wset, xset, clamp_timeout(timeout))
+        result = 0
+        if fd in r or fd in x:
+            result |= MODE_R
+        if fd in w or fd in x:
+            result |= MODE_W
+        if wake_fd >= 0 and wake_fd in r:
+            result |= MODE_WAKE
+        return result
+
     def netpoll(self, timeout: float | None) -> Sequence[tuple[object, int]]:
         """Wait up to ``timeout`` seconds; report and disarm ready modes."""
         with self._lock:
@@ -147,7 +174,7 @@ class SelectPoller(PollerBase):
                 if interest & MODE_W:
                     wlist.append(fd)
             self._polling = True
-        wait = None if timeout is None else max(timeout, 0.0)
+        wait = clamp_timeout(timeout)
         bad: list[int] = []
         try:
             readable, writable, _ = select.select(rlist, wlist, [], wait)
@@ -197,7 +224,6 @@ class SelectPoller(PollerBase):
                     result.append((token, modes))
         return result
 
-    @hookimpl
     def netpollbreak(self) -> None:
         """Wake a blocked :meth:`netpoll`; repeated calls coalesce."""
         with self._lock:

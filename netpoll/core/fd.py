@@ -18,17 +18,19 @@ syscall, as Go does.  Deadlines cannot apply to it.
 from __future__ import annotations
 
 import errno
+import math
 import os
+import stat
 import time
-from _thread import allocate_lock
 from collections.abc import Callable
 from typing import Any
 
 from netpoll.core.errors import FileClosingError, NetClosingError
 from netpoll.core.fdmutex import FDMutex
 from netpoll.core.hookspecs import MODE_R, MODE_RW, MODE_W
-from netpoll.core.polldesc import PollDesc
+from netpoll.core.polldesc import PollDesc, close_polldesc, open_polldesc
 from netpoll.core.runtime import runtime
+from netpoll.core.sched import Note
 
 #: Go caps one read/write syscall at 1 GiB (``maxRW``): larger buffers are
 #: written in chunks, which also keeps a huge send from starving the peer.
@@ -78,8 +80,11 @@ class FileHandle:
 
 
 def _deadline_to_monotonic(t: float | None) -> float:
-    """A wall-clock deadline (``time.time()`` seconds) as pollDesc's ``d``."""
-    if t is None:
+    """A wall-clock deadline (``time.time()`` seconds) as pollDesc's ``d``.
+
+    ``None`` and ``inf`` mean no deadline (0.0); a past one is ``-1.0``.
+    """
+    if t is None or t == math.inf:
         return 0.0
     if t != t:  # NaN
         raise ValueError("netpoll: deadline is NaN")
@@ -87,6 +92,16 @@ def _deadline_to_monotonic(t: float | None) -> float:
     if remaining <= 0:
         return -1.0
     return time.monotonic() + remaining
+
+
+def _never_blocks(fd: int) -> bool:
+    """True for regular files and directories: poll(2) calls them always ready
+    and epoll refuses them (EPERM), so they are not put on the poller."""
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISDIR(mode)
 
 
 class FD:
@@ -110,16 +125,20 @@ class FD:
         self._csema: Any = None
         self._close_error: BaseException | None = None
         pd: PollDesc | None
-        try:
-            pd = runtime.poller().open(sysfd)
-        except OSError as exc:
-            if exc.errno != errno.EPERM:
-                raise
-            # Not pollable (regular file): blocking I/O, as Go falls back.
+        if is_file and _never_blocks(sysfd):
             pd = None
-            sock.setblocking(True)
         else:
-            pd.is_file = is_file
+            try:
+                pd = open_polldesc(sysfd)
+            except OSError as exc:
+                if exc.errno != errno.EPERM:
+                    raise
+                pd = None
+            else:
+                pd.is_file = is_file
+        if pd is None:
+            # Not pollable (a regular file): blocking I/O, as Go falls back.
+            sock.setblocking(True)
         self.pd = pd
 
     @property
@@ -151,8 +170,7 @@ class FD:
         OS descriptor is closed when the last of them has left (which may be
         this call).  A second close raises the closing error.
         """
-        csema = allocate_lock()
-        csema.acquire()
+        csema = Note()
         if not self._mu.incref_and_close():
             raise self._closing_error()
         # Set before our decref: until then we hold a reference, so nobody
@@ -163,7 +181,7 @@ class FD:
         if self._mu.decref():
             self._destroy()
         # Go's fd.Close waits on csema: close returns after the real close.
-        csema.acquire()
+        csema.wait()
         err = self._close_error
         if err is not None:
             self._close_error = None
@@ -174,18 +192,14 @@ class FD:
         try:
             if self.pd is not None:
                 pd, self.pd = self.pd, None
-                poller = pd.poller
-                if poller is not None:
-                    poller.close(pd)
-                else:  # registered before a fork that could not re-register it
-                    runtime.cache.free(pd)
+                close_polldesc(pd)
             _table.close(self.sock)
         except BaseException as exc:
             self._close_error = exc
         finally:
             self.sysfd = -1
             if self._csema is not None:
-                self._csema.release()
+                self._csema.wakeup()
 
     @property
     def closed(self) -> bool:

@@ -2,9 +2,11 @@
 
 Go's ``internal/poll/fd_mutex.go`` packs all of this into one atomic word.
 Python has no atomics we can rely on (free-threaded builds included), so the
-state sits behind one small lock; the waiting side uses a condition created
-only when a second reader or writer actually queues, which keeps an idle
-descriptor cheap.
+state sits behind one small lock.  A second reader (or writer) queues as a
+:class:`~netpoll.core.sched.Waiter` and parks like any G (Go's
+``runtime_Semacquire`` on ``rsema``/``wsema``): a goroutine waiting here
+lets its M run others.  The queues are created only when someone queues,
+which keeps an idle descriptor cheap.
 
 Invariants, as Go states them:
 
@@ -19,18 +21,21 @@ Invariants, as Go states them:
 
 from __future__ import annotations
 
-import threading
 from _thread import allocate_lock
+
+from netpoll.core.sched import Waiter, current_g, park_waiter
 
 
 class FDMutex:
     """The reference count and the read/write locks of one descriptor."""
 
-    __slots__ = ("_cond", "_lock", "_rlocked", "_wlocked", "closed", "refs")
+    __slots__ = ("_lock", "_rlocked", "_rwait", "_wlocked", "_wwait", "closed", "refs")
 
     def __init__(self) -> None:
         self._lock = allocate_lock()
-        self._cond: threading.Condition | None = None
+        #: Queued readers and writers (None until someone queues).
+        self._rwait: list[Waiter] | None = None
+        self._wwait: list[Waiter] | None = None
         self.closed = False
         self.refs = 0
         self._rlocked = False
@@ -64,9 +69,10 @@ class FDMutex:
                 return False
             self.closed = True
             self.refs += 1
-            if self._cond is not None:
-                self._cond.notify_all()
-            return True
+            woken = self._take_all(self._rwait) + self._take_all(self._wwait)
+        for w in woken:
+            w.g.ready()
+        return True
 
     def rwlock(self, read: bool) -> bool:
         """Acquire the read (or write) lock plus a reference; False if closed."""
@@ -85,22 +91,40 @@ class FDMutex:
         return self._rwlock_slow(read)
 
     def _rwlock_slow(self, read: bool) -> bool:
-        with self._lock:
-            if self.closed:
-                return False
-            if self._rlocked if read else self._wlocked:
-                if self._cond is None:
-                    self._cond = threading.Condition(self._lock)
-                while (self._rlocked if read else self._wlocked) and not self.closed:
-                    self._cond.wait()
+        while True:
+            with self._lock:
                 if self.closed:
                     return False
-            if read:
-                self._rlocked = True
-            else:
-                self._wlocked = True
-            self.refs += 1
-            return True
+                if not (self._rlocked if read else self._wlocked):
+                    if read:
+                        self._rlocked = True
+                    else:
+                        self._wlocked = True
+                    self.refs += 1
+                    return True
+                w = Waiter(current_g())
+                if read:
+                    if self._rwait is None:
+                        self._rwait = []
+                    queue = self._rwait
+                else:
+                    if self._wwait is None:
+                        self._wwait = []
+                    queue = self._wwait
+                queue.append(w)
+            # Woken by rwunlock (the lock may be taken again by a newcomer
+            # first: then queue again) or by close.
+            park_waiter(w, None, self._lock, queue)
+
+    @staticmethod
+    def _take_all(queue: list[Waiter] | None) -> list[Waiter]:
+        if not queue:
+            return []
+        taken = list(queue)
+        queue.clear()
+        for w in taken:
+            w.done = True
+        return taken
 
     def rwunlock(self, read: bool) -> bool:
         """Release the lock and the reference; True if the caller must destroy."""
@@ -111,10 +135,14 @@ class FDMutex:
         else:
             self._wlocked = False
         self.refs -= 1
-        if self._cond is not None:
-            # One queued holder of this kind may proceed (notify_all: the
-            # condition is shared by readers and writers).
-            self._cond.notify_all()
+        queue = self._rwait if read else self._wwait
+        w = None
+        if queue:
+            # One queued holder of this kind may proceed.
+            w = queue.pop(0)
+            w.done = True
         destroy = self.closed and self.refs == 0
         lock.release()
+        if w is not None:
+            w.g.ready()
         return destroy

@@ -17,8 +17,9 @@ Three families live here:
   before ``yield`` fails the call without running it; after ``yield`` it sees
   the result (or the exception) and may return something else.  All are
   ``firstresult``: the first non-``None`` result wins.
-* **Poller** (``netpollinit`` ... ``netpollarm``).  Exactly one backend plugin
-  implements these at a time: the one :mod:`netpoll.core.plugins` selected.
+* **Poller** (``netpollinit`` ... ``netpollwait``).  Each takes the poller
+  instance it acts on; the core's default implementation calls the method
+  of the same name on it (:class:`Poller`).  A wrapper sees every M's calls.
 * **Backend registry** (``netpoll_backends``).  Every backend plugin answers
   with a :class:`BackendSpec`; selection reads the collected list.
 
@@ -35,7 +36,7 @@ from __future__ import annotations
 import socket as _socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import pluggy
 
@@ -50,10 +51,68 @@ MODE_R = 1
 MODE_W = 2
 #: Both directions; used for a combined read+write deadline.
 MODE_RW = MODE_R | MODE_W
+#: :func:`netpollwait` only: the wake descriptor is readable.
+MODE_WAKE = 4
+
+#: The longest a backend blocks in one wait, in seconds.  Kernels take
+#: millisecond ints (epoll/poll overflow past about 24.8 days) or time_t
+#: (select, kqueue); capping at a day keeps every backend in range for any
+#: deadline, and an early return is just a spurious wakeup.
+MAX_WAIT = 86400.0
+
+
+def clamp_timeout(timeout: float | None) -> float | None:
+    """A poller timeout every backend can pass to its OS call.
+
+    ``None`` and ``inf`` mean "block" (``None``), NaN and negatives ``0``,
+    anything longer than :data:`MAX_WAIT` is cut to it.
+    """
+    if timeout is None:
+        return None
+    if timeout > MAX_WAIT:
+        return None if timeout == float("inf") else MAX_WAIT
+    if timeout > 0.0:
+        return timeout
+    return 0.0
+
 
 #: A socket address as the socket module takes it: (host, port), a 4-tuple for
 #: IPv6, or a path (str/bytes) for Unix sockets.
 Address = Any
+
+
+class Poller(Protocol):
+    """What a backend's poller instance is: one OS poller object of one M.
+
+    ``BackendSpec.create()`` returns a fresh one; the core calls its methods
+    through the poller hooks of the same names (which hand it in as
+    ``poller``).  ``shutdown`` releases it and is safe to call twice and in
+    a forked child.
+    """
+
+    def netpollinit(self) -> None:
+        """See :func:`netpollinit`."""
+
+    def netpollopen(self, fd: int, token: object) -> None:
+        """See :func:`netpollopen`."""
+
+    def netpollclose(self, fd: int) -> None:
+        """See :func:`netpollclose`."""
+
+    def netpoll(self, timeout: float | None) -> Sequence[tuple[object, int]]:
+        """See :func:`netpoll`."""
+
+    def netpollbreak(self) -> None:
+        """See :func:`netpollbreak`."""
+
+    def netpollarm(self, fd: int, mode: int) -> None:
+        """See :func:`netpollarm`."""
+
+    def netpollwait(self, fd: int, mode: int, wake_fd: int, timeout: float | None) -> int:
+        """See :func:`netpollwait`."""
+
+    def shutdown(self) -> None:
+        """Release the OS objects."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +131,7 @@ class BackendSpec:
     name: str
     priority: int
     probe: Callable[[], str | None]
-    create: Callable[[], object]
+    create: Callable[[], Poller]
     edge_triggered: bool = True
     description: str = field(default="")
 
@@ -185,22 +244,26 @@ def sendto(sock: _socket.socket, data: Any, address: Address) -> int:  # type: i
 
 # --------------------------------------------------------------------------
 # Poller (Go: runtime netpollinit/netpollopen/netpoll/netpollclose/
-# netpollBreak/netpollarm).  Implemented by the one selected backend.
+# netpollBreak/netpollarm).  Every scheduler M owns a poller instance of the
+# selected backend (``BackendSpec.create()``); the hooks take that instance
+# as ``poller``.  The core's default plugin (trylast) forwards each hook to
+# the method of the same name on the instance (see :class:`Poller`), so a
+# backend is a class, and a wrapper plugin sees every M's calls.
 # --------------------------------------------------------------------------
 
 
 @hookspec(firstresult=True)
-def netpollinit() -> None:
-    """Create the OS poller object and its wakeup channel.
+def netpollinit(poller: Poller) -> None:
+    """Create ``poller``'s OS object and its wakeup channel.
 
-    Called once, when the first descriptor is registered (Go's
-    ``serverInit.Do``), before any other poller hook.
+    Called once per poller instance, by the M that owns it, before any other
+    poller hook on it (Go's ``serverInit.Do``).
     """
 
 
 @hookspec(firstresult=True)
-def netpollopen(fd: int, token: object) -> None:
-    """Register ``fd`` for read and write readiness, once for its lifetime.
+def netpollopen(poller: Poller, fd: int, token: object) -> None:
+    """Register ``fd`` with ``poller`` for read and write readiness, once.
 
     Edge-triggered backends arm both directions now; level-triggered ones only
     remember the fd until :func:`netpollarm`.  ``token`` is opaque: the backend
@@ -211,38 +274,60 @@ def netpollopen(fd: int, token: object) -> None:
 
 
 @hookspec(firstresult=True)
-def netpollclose(fd: int) -> None:
+def netpollclose(poller: Poller, fd: int) -> None:
     """Forget ``fd``; called before the descriptor itself is closed."""
 
 
 @hookspec(firstresult=True)
-def netpoll(timeout: float | None) -> Sequence[tuple[object, int]]:  # type: ignore[empty-body]
+def netpoll(poller: Poller, timeout: float | None) -> Sequence[tuple[object, int]]:  # type: ignore[empty-body]
     """Wait for readiness; returns ``[(token, modes), ...]``.
 
     ``timeout`` is ``None`` to block, ``0`` to poll, or seconds to wait.
-    Called by whichever thread is polling.  Returns an empty list on timeout or
-    when woken by :func:`netpollbreak`; the wakeup itself is never reported as
-    an event.  Events for one fd are merged into one entry.
+    Called only by the M that owns ``poller``.  Returns an empty list on
+    timeout or when woken by :func:`netpollbreak`; the wakeup itself is never
+    reported as an event.  Events for one fd are merged into one entry.  A
+    backend waits at most :data:`MAX_WAIT` (see :func:`clamp_timeout`): an
+    early empty return is a spurious wakeup, which every caller tolerates.
     """
 
 
 @hookspec(firstresult=True)
-def netpollbreak() -> None:
-    """Interrupt a :func:`netpoll` blocked in another thread.
+def netpollbreak(poller: Poller) -> None:
+    """Interrupt a :func:`netpoll` on ``poller`` blocked in another thread.
 
-    Called when a deadline earlier than the poller's sleep is set, and on
-    shutdown.  Must be safe from any thread; extra calls may be coalesced.
+    Called when work for the owning M arrives from another thread (a G made
+    ready, an earlier timer) and on shutdown.  Must be safe from any thread;
+    extra calls may be coalesced.
     """
 
 
 @hookspec(firstresult=True)
-def netpollarm(fd: int, mode: int) -> None:
+def netpollarm(poller: Poller, fd: int, mode: int) -> None:
     """Ask a level-triggered backend to watch ``fd`` for ``mode``.
 
     Go calls ``netpollarm`` on Solaris/AIX; here the poll and select backends
     need it.  Called just before a waiter parks; the backend reports the event
     once and then drops that interest again, so an fd nobody waits on costs
-    nothing.  Edge-triggered backends do not implement it.
+    nothing.  Edge-triggered backends implement it as a no-op.
+    """
+
+
+@hookspec(firstresult=True)
+def netpollwait(poller: Poller, fd: int, mode: int, wake_fd: int, timeout: float | None) -> int:  # type: ignore[empty-body]
+    """Block the calling thread until ``fd`` is ready for ``mode``.
+
+    How a plain thread G parks (Go's "M blocked in a syscall"): it waits in
+    the kernel on its own descriptor plus its wake descriptor ``wake_fd``
+    (readable when another thread wakes it: a close, a deadline change), so
+    no other thread has to poll for it.  ``wake_fd`` is ``-1`` when the
+    thread has none; ``fd`` is ``-1`` to wait on ``wake_fd`` alone.
+
+    Returns the ready modes of ``fd`` (:data:`MODE_R`/:data:`MODE_W`, which
+    may include the other direction or be a hang-up), plus :data:`MODE_WAKE`
+    when ``wake_fd`` is readable; ``0`` on timeout.  Never drains
+    ``wake_fd``: its owner does.  Level-triggered, stateless and safe from any
+    number of threads at once; ``poller`` is the process's thread-wait
+    instance of the selected backend (never passed to :func:`netpoll`).
     """
 
 
@@ -283,4 +368,5 @@ POLLER_HOOKS = (
     "netpoll",
     "netpollbreak",
     "netpollarm",
+    "netpollwait",
 )

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pluggy
 
 from netpoll.core import hookspecs
-from netpoll.core.hookspecs import POLLER_HOOKS, SYSCALL_HOOKS, BackendSpec
+from netpoll.core.hookspecs import POLLER_HOOKS, SYSCALL_HOOKS, BackendSpec, Poller, hookimpl
 from netpoll.core.syscalls import DIRECT, OSSyscalls
 
 ENV_BACKEND = "NETPOLL_BACKEND"
@@ -70,6 +70,7 @@ class SyscallTable:
     netpoll: Callable[..., Any]
     netpollbreak: Callable[..., Any]
     netpollarm: Callable[..., Any]
+    netpollwait: Callable[..., Any]
 
     def __init__(self) -> None:
         #: hook name -> True when the entry goes through pluggy.
@@ -86,16 +87,64 @@ def _hook_adapter(caller: pluggy.HookCaller, argnames: tuple[str, ...]) -> Calla
     if len(argnames) == 2:
         a, b = argnames
         return lambda x, y: caller(**{a: x, b: y})
-    a, b, c = argnames
-    return lambda x, y, z: caller(**{a: x, b: y, c: z})
+
+    def call(*args: Any) -> Any:
+        return caller(**dict(zip(argnames, args, strict=True)))
+
+    return call
 
 
-def _no_backend(*_args: Any) -> Any:
-    raise RuntimeError("netpoll: no poller backend is active")
+class PollerForwarder:
+    """The default poller plugin: each hook calls the instance's method (``trylast``)."""
+
+    @hookimpl(trylast=True)
+    def netpollinit(self, poller: Poller) -> None:
+        """Forward to ``poller.netpollinit()``."""
+        poller.netpollinit()
+
+    @hookimpl(trylast=True)
+    def netpollopen(self, poller: Poller, fd: int, token: object) -> None:
+        """Forward to ``poller.netpollopen()``."""
+        poller.netpollopen(fd, token)
+
+    @hookimpl(trylast=True)
+    def netpollclose(self, poller: Poller, fd: int) -> None:
+        """Forward to ``poller.netpollclose()``."""
+        poller.netpollclose(fd)
+
+    @hookimpl(trylast=True)
+    def netpoll(self, poller: Poller, timeout: float | None) -> Sequence[tuple[object, int]]:
+        """Forward to ``poller.netpoll()``."""
+        return poller.netpoll(timeout)
+
+    @hookimpl(trylast=True)
+    def netpollbreak(self, poller: Poller) -> None:
+        """Forward to ``poller.netpollbreak()``."""
+        poller.netpollbreak()
+
+    @hookimpl(trylast=True)
+    def netpollarm(self, poller: Poller, fd: int, mode: int) -> None:
+        """Forward to ``poller.netpollarm()``."""
+        poller.netpollarm(fd, mode)
+
+    @hookimpl(trylast=True)
+    def netpollwait(
+        self, poller: Poller, fd: int, mode: int, wake_fd: int, timeout: float | None
+    ) -> int:
+        """Forward to ``poller.netpollwait()``."""
+        return poller.netpollwait(fd, mode, wake_fd, timeout)
 
 
-def _no_arm(fd: int, mode: int) -> None:
-    """netpollarm on an edge-triggered backend: nothing to do."""
+#: hook name -> the direct call the table uses when nobody wraps the hook.
+_POLLER_DIRECT: dict[str, Callable[..., Any]] = {
+    "netpollinit": lambda p: p.netpollinit(),
+    "netpollopen": lambda p, fd, token: p.netpollopen(fd, token),
+    "netpollclose": lambda p, fd: p.netpollclose(fd),
+    "netpoll": lambda p, timeout: p.netpoll(timeout),
+    "netpollbreak": lambda p: p.netpollbreak(),
+    "netpollarm": lambda p, fd, mode: p.netpollarm(fd, mode),
+    "netpollwait": lambda p, fd, mode, wake_fd, timeout: p.netpollwait(fd, mode, wake_fd, timeout),
+}
 
 
 class NetpollPluginManager(pluggy.PluginManager):
@@ -105,8 +154,10 @@ class NetpollPluginManager(pluggy.PluginManager):
         super().__init__(hookspecs.PROJECT)
         self.table = SyscallTable()
         self._os_syscalls = OSSyscalls()
+        self._poller_forwarder = PollerForwarder()
         self.add_hookspecs(hookspecs)
         self.register(self._os_syscalls, name="netpoll.syscalls")
+        self.register(self._poller_forwarder, name="netpoll.poller")
 
     def register(self, plugin: object, name: str | None = None) -> str | None:
         """Register ``plugin`` and rebuild the syscall table."""
@@ -135,11 +186,12 @@ class NetpollPluginManager(pluggy.PluginManager):
             if len(impls) == 1 and not (impls[0].hookwrapper or impls[0].wrapper):
                 impl = impls[0]
                 fn: Callable[..., Any] = impl.function
-                direct = DIRECT[name] if impl.plugin is self._os_syscalls else fn
-            if direct is None and not impls:
-                # Poller hooks before a backend is active, or netpollarm on an
-                # edge-triggered backend: calling them is a no-op / error.
-                direct = _no_backend if name != "netpollarm" else _no_arm
+                if impl.plugin is self._os_syscalls:
+                    direct = DIRECT[name]
+                elif impl.plugin is self._poller_forwarder:
+                    direct = _POLLER_DIRECT[name]
+                else:
+                    direct = fn
             if direct is not None:
                 setattr(self.table, name, direct)
                 self.table.wrapped[name] = False

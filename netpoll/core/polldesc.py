@@ -1,47 +1,52 @@
 """pollDesc: per-descriptor readiness semaphores and deadlines (Go's runtime/netpoll.go).
 
-A :class:`PollDesc` belongs to one registered fd.  For each direction it holds
-a binary semaphore, ``rg`` for reads and ``wg`` for writes, whose states are
-the ones Go uses:
+A :class:`PollDesc` belongs to one fd.  For each direction it holds a binary
+semaphore, ``rg`` for reads and ``wg`` for writes, whose states are Go's:
 
 ``None`` (pdNil)
     nobody waits and no readiness notice is pending.
-``PD_WAIT`` (pdWait)
-    a waiter has announced it is about to park but has not committed.  Go
-    needs this state because announce and commit are two CASes with an error
-    re-check between them; here all three happen in one critical section of
-    ``pd.lock``, so no other thread ever observes it.  It is kept as a name
-    for the mapping to Go.
-a :class:`~netpoll.core.waiter.G`
-    that waiter is parked.  A notifier takes it out (back to nil) and hands
-    it the outcome: readiness, or a deadline/close.
+a G (:mod:`netpoll.core.sched`)
+    that G is parked.  A notifier takes it out (back to nil), sets its
+    ``ioready`` (readiness, or False for a deadline/close) and ``woken``
+    flags, and readies it.
 ``PD_READY``
     the poller reported readiness and nobody has consumed the notice yet: the
     *ready latch*, so a notice that arrives before the park is not lost.
 
-Every transition happens under ``pd.lock`` (Go uses CAS on the word; Python
-has no CAS, and a short per-descriptor lock gives the same atomicity).
+Go also has ``pdWait``, the state between announcing a park and committing
+it, because announce and commit are two CASes with an error re-check between
+them.  Here every transition happens under ``pd.lock`` (Python has no CAS; a
+short per-descriptor lock gives the same atomicity), so announce, re-check
+and commit are one critical section and no one ever observes the middle.
+
+A pollDesc only publishes the parked G and parks it; how the G sleeps is the
+G's business (:mod:`netpoll.core.sched`):
+
+* a goroutine, or a thread without a wake descriptor, has a *poll M*: the fd
+  is registered with that M's poller the first time such a G parks on it
+  (and stays there until close), and the deadline timer is armed on that M;
+* a thread with a wake descriptor waits in the kernel on the fd itself
+  (``netpollwait``) and computes its own timeout from the deadline; a
+  deadline change or close from another thread pokes its wake descriptor.
+
 Deadlines are absolute monotonic times: ``0`` none, ``< 0`` already passed.
-Each deadline change bumps a sequence number; a timer carries the number it
-was armed with, so one that fires after the deadline moved is a no-op.  When
-read and write deadlines are equal one timer serves both (Go's
-``netpollDeadline``).  ``fdseq`` is the descriptor's generation: the poller
-token carries it, and an event whose generation is stale (the fd was closed
-and its pollDesc reused) is dropped.
+Expiry is decided by value (``0 < d <= now``), so a timer that fires after
+the deadline moved, or after the fd was closed and its pollDesc reused, does
+no harm: it looks at the current deadline and re-arms or does nothing.
+``fdseq`` is the descriptor's generation: the poller token carries it, and
+an event whose generation is stale is dropped.
 """
 
 from __future__ import annotations
 
-import threading
+import time
 from _thread import allocate_lock
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from netpoll.core.errors import DeadlineExceededError, FileClosingError, NetClosingError
-from netpoll.core.hookspecs import MODE_R, MODE_RW, MODE_W
-from netpoll.core.waiter import G, current_g
-
-if TYPE_CHECKING:
-    from netpoll.core.netpoller import NetPoller
+from netpoll.core.hookspecs import MODE_R, MODE_W
+from netpoll.core.runtime import runtime
+from netpoll.core.sched import G, M, current_g, current_goroutine
 
 
 class _State:
@@ -57,12 +62,14 @@ class _State:
 
 
 PD_READY = _State("pdReady")
-PD_WAIT = _State("pdWait")
 
 # netpollcheckerr's answers.
 POLL_NO_ERROR = 0
 POLL_ERR_CLOSING = 1
 POLL_ERR_TIMEOUT = 2
+
+_table = runtime.table
+_monotonic = time.monotonic
 
 
 class PollDesc:
@@ -75,14 +82,14 @@ class PollDesc:
         "fdseq",
         "is_file",
         "lock",
-        "poller",
+        "m",
         "rd",
         "rg",
-        "rseq",
+        "rtimer",
         "token",
         "wd",
         "wg",
-        "wseq",
+        "wtimer",
     )
 
     def __init__(self) -> None:
@@ -96,24 +103,94 @@ class PollDesc:
         self.wg: Any = None
         self.rd = 0.0
         self.wd = 0.0
-        self.rseq = 0
-        self.wseq = 0
-        self.poller: NetPoller | None = None
+        #: When the deadline timer armed for each direction fires (0: none).
+        self.rtimer = 0.0
+        self.wtimer = 0.0
+        #: The M whose poller has this fd registered (None: not registered).
+        self.m: M | None = None
 
     def __repr__(self) -> str:
         return f"<PollDesc fd={self.fd} seq={self.fdseq} rg={self.rg!r} wg={self.wg!r}>"
+
+    # -- life cycle (the pollcache) ------------------------------------------
+
+    def reset(self, fd: int) -> None:
+        """Take this PollDesc into use for ``fd`` with a new generation."""
+        self.fd = fd
+        self.fdseq += 1
+        self.token = (self, self.fdseq)
+        self.closing = False
+        self.is_file = False
+        self.rg = self.wg = None
+        self.rd = self.wd = 0.0
+        self.rtimer = self.wtimer = 0.0
+        self.m = None
+
+    def retire(self) -> None:
+        """End this generation: events still in flight for the fd are stale."""
+        self.fdseq += 1
+        self.token = None
+        self.fd = -1
+        self.m = None
+
+    # -- registration ----------------------------------------------------------
+
+    def register(self, m: M) -> None:
+        """Register the fd with ``m``'s poller now (Go's netpollopen at FD init).
+
+        Raises the backend's :class:`OSError` (``EPERM``: not pollable).
+        """
+        with self.lock:
+            self._register_locked(m)
+
+    def _register_locked(self, m: M) -> None:
+        _table.netpollopen(m.poller, self.fd, self.token)
+        self.m = m
+        m.pds.add(self)
+
+    def unregister(self) -> None:
+        """poll_runtime_pollClose: forget the poller registration (before the fd closes)."""
+        m = self.m
+        if m is None:
+            return
+        self.m = None
+        m.pds.discard(self)
+        poller = m.poller
+        if poller is not None:
+            _table.netpollclose(poller, self.fd)
+
+    def detach(self, m: M) -> None:
+        """``m`` is going away: drop its registration and re-wake its foreign parkers.
+
+        A G of another M parked here gets a spurious wakeup; it retries, and
+        when it parks again the fd is registered with its own M.
+        """
+        with self.lock:
+            if self.m is not m:
+                return
+            self.m = None
+            poller = m.poller
+            rg = self._unblock(MODE_R, True)
+            wg = self._unblock(MODE_W, True)
+        if poller is not None:
+            try:
+                _table.netpollclose(poller, self.fd)
+            except (OSError, RuntimeError, ValueError):
+                pass
+        if rg is not None:
+            rg.ready()
+        if wg is not None:
+            wg.ready()
 
     # -- semaphores -------------------------------------------------------
 
     def _unblock(self, mode: int, ioready: bool) -> G | None:
         """netpollunblock; the caller holds ``self.lock`` and readies the result.
 
-        A parked G is taken out of the semaphore (which goes back to nil) and
-        returned with the outcome in ``g.ioready``; Go parks the outcome in the
-        semaphore as pdReady for the G to swap out, which here would cost the
-        woken G a second trip through the lock.  With nobody parked, readiness
-        sets the latch; a deadline or close leaves nil, and the next waiter
-        sees them through netpollcheckerr.
+        A parked G is taken out of the semaphore (back to nil) and returned
+        with the outcome in ``g.ioready``.  With nobody parked, readiness sets
+        the latch; a deadline or close leaves nil, and the next waiter sees
+        them through netpollcheckerr.
         """
         old = self.rg if mode == MODE_R else self.wg
         if old is None:
@@ -131,27 +208,25 @@ class PollDesc:
             self.wg = None
         g: G = old
         g.ioready = ioready
+        g.woken = True
         return g
+
+    def _expired(self, mode: int) -> bool:
+        d = self.rd if mode == MODE_R else self.wd
+        return d < 0 or (d > 0 and d <= _monotonic())
 
     def check(self, mode: int) -> int:
         """netpollcheckerr: closing, or this direction's deadline has passed."""
         if self.closing:
             return POLL_ERR_CLOSING
-        if (mode & MODE_R and self.rd < 0) or (mode & MODE_W and self.wd < 0):
+        if (mode & MODE_R and self._expired(MODE_R)) or (mode & MODE_W and self._expired(MODE_W)):
             return POLL_ERR_TIMEOUT
         return POLL_NO_ERROR
 
     def _block(self, mode: int) -> bool:
         """netpollblock: park until ready; True if woken by readiness."""
         read = mode == MODE_R
-        g = None
-        # Go moves the semaphore nil -> wait with a CAS, re-checks errors
-        # (netpollcheckerr), then commits wait -> G, and the commit fails if
-        # a notifier moved the state meanwhile.  Under pd.lock, which every
-        # notifier takes, announce, re-check and commit are one step: the
-        # "wait" window is this critical section, so a close or deadline that
-        # came after the caller's own check is seen here, and a readiness
-        # notice either is already latched or will find the G.
+        g = current_g()
         with self.lock:
             old = self.rg if read else self.wg
             if old is PD_READY:  # the latch: consume it, no park
@@ -162,65 +237,97 @@ class PollDesc:
                 return True
             if old is not None:
                 raise RuntimeError(f"netpoll: double wait on {self!r}")
-            if self.closing or (self.rd < 0 if read else self.wd < 0):
+            if self.closing or self._expired(mode):
                 return False
-            g = current_g()
+            g.woken = False
             if read:
                 self.rg = g
             else:
                 self.wg = g
-            # Still under pd.lock, so no notifier can reach g before it knows
-            # whether it polls for itself (see netpoller: the solo leader) or
-            # needs a wake channel to block on.
-            poller = self.poller
-            leading = poller is not None and poller.try_lead(g)
-            if not leading:
-                g.prepare()
+            m = g.poll_m
+            if m is not None:
+                try:
+                    self._arm_locked(m, mode)
+                except BaseException:
+                    if read:
+                        self.rg = None
+                    else:
+                        self.wg = None
+                    raise
+        if m is None:
+            return self._block_in_kernel(g, mode)
         try:
-            if leading:
-                assert poller is not None
-                # False: it stepped down without being readied.  It leaves
-                # the semaphore (a spurious wakeup; the caller parks again, as
-                # an ordinary waiter) unless a notifier just took it.
-                if not poller.lead(g) and self._abandon_park(g, read):
-                    g.no_lead = True
-                    return False
-            else:
-                g.park()
+            while True:
+                g.park(None)
+                if g.woken:  # set by the notifier that took g out
+                    return g.ioready
         except BaseException:
             self._abandon_park(g, read)
             raise
-        # The notifier took g out of the semaphore (back to nil) and left
-        # the outcome on it.
-        return g.ioready
 
-    def _wake(self, g: G) -> None:
-        """Resume a G this caller took out of a semaphore (goready)."""
-        poller = self.poller
-        if poller is not None:
-            poller.readied()  # it no longer counts as parked
-        g.ready()
+    def _arm_locked(self, m: M, mode: int) -> None:
+        """Before a park with a poll M: registration, level-triggered arm, timer."""
+        home = self.m
+        if home is None or home.exited:
+            self._register_locked(m)
+            home = m
+        if not home.edge_triggered:
+            _table.netpollarm(home.poller, self.fd, mode)
+        if mode == MODE_R:
+            d, armed = self.rd, self.rtimer
+        else:
+            d, armed = self.wd, self.wtimer
+        if d > 0 and (armed == 0 or d < armed):
+            if mode == MODE_R:
+                self.rtimer = d
+            else:
+                self.wtimer = d
+            m.add_timer(d, _deadline_timer, (self, mode))
 
-    def _abandon_park(self, g: G, read: bool) -> bool:
-        """A park was interrupted (KeyboardInterrupt in the main thread).
+    def _block_in_kernel(self, g: Any, mode: int) -> bool:
+        """A thread with a wake descriptor waits on the fd itself.
+
+        Its timeout is its own deadline; a deadline change or close from
+        another thread pokes the wake descriptor, and the loop looks again.
+        """
+        read = mode == MODE_R
+        fd = self.fd
+        try:
+            while True:
+                d = self.rd if read else self.wd
+                if d == 0:
+                    timeout = None
+                elif d < 0:
+                    timeout = 0.0
+                else:
+                    timeout = max(0.0, d - _monotonic())
+                modes = g.wait_fd(fd, mode, timeout)
+                with self.lock:
+                    if g.woken:  # a notifier took it out (its poke may still come)
+                        return bool(g.ioready)
+                    if modes & mode or self.closing or self._expired(mode):
+                        if read:
+                            self.rg = None
+                        else:
+                            self.wg = None
+                        return bool(modes & mode) and not self.closing
+                # Spurious, or the deadline moved: look again.
+        except BaseException:
+            self._abandon_park(g, read)
+            raise
+
+    def _abandon_park(self, g: G, read: bool) -> None:
+        """A park was interrupted (GreenletExit, KeyboardInterrupt).
 
         If no notifier took ``g`` yet, take it back so the next wait does not
-        find a stale G ("double wait") and give up its wakeup.  If one did, a
-        ``ready`` is in flight to this park: the G keeps its wakeup channel,
-        and the late ready turns into one spurious wakeup of its next park,
-        which every caller of ``_block`` already tolerates.
+        find a stale G ("double wait").  If one did, its wakeup turns into one
+        spurious wakeup of a later park, which every park site tolerates.
         """
         with self.lock:
             if read and self.rg is g:
                 self.rg = None
             elif not read and self.wg is g:
                 self.wg = None
-            else:
-                return False
-        if self.poller is not None:
-            self.poller.readied()
-        g.cancel()
-        return True
 
     # -- what FD calls ----------------------------------------------------
 
@@ -235,14 +342,17 @@ class PollDesc:
         """poll_runtime_pollReset: fail fast on close/deadline, drop a stale notice.
 
         Called at the start of each operation, which is about to try the
-        syscall anyway, so an old ready latch carries no information.
+        syscall anyway, so an old ready latch carries no information.  (No
+        other operation of this direction is parked: fdMutex serialises them.)
         """
         if mode == MODE_R:
-            if self.closing or self.rd < 0:
+            d = self.rd
+            if self.closing or (d and (d < 0 or d <= _monotonic())):
                 self.raise_for(self.check(mode))
             self.rg = None
         else:
-            if self.closing or self.wd < 0:
+            d = self.wd
+            if self.closing or (d and (d < 0 or d <= _monotonic())):
                 self.raise_for(self.check(mode))
             self.wg = None
 
@@ -252,10 +362,6 @@ class PollDesc:
         Returns normally on readiness (the caller retries the syscall); raises
         :class:`NetClosingError` or :class:`DeadlineExceededError` otherwise.
         """
-        poller = self.poller
-        if poller is not None and not poller.edge_triggered and not self.check(mode):
-            # Level-triggered backends watch an fd only while someone waits.
-            poller.arm(self.fd, mode)
         # _block re-checks closing and the deadline under pd.lock and returns
         # False without parking when either applies; the loop raises then.
         while not self._block(mode):
@@ -271,72 +377,82 @@ class PollDesc:
         """poll_runtime_pollSetDeadline.
 
         ``d`` is ``0`` to clear, negative for "already passed", or an absolute
-        ``time.monotonic()`` value.  Parked waiters of a direction whose
-        deadline is now in the past are woken at once.
+        ``time.monotonic()`` value.  A parked G whose deadline is now past is
+        woken at once; one whose deadline moved gets a timer on its poll M,
+        or, parked in the kernel, a poke to recompute its timeout.
         """
-        poller = self.poller
+        woken: list[G] = []
+        poked: list[G] = []
         with self.lock:
             if self.closing:
                 return
-            rd0, wd0 = self.rd, self.wd
-            combo0 = rd0 > 0 and rd0 == wd0
-            if mode & MODE_R:
-                self.rd = d
-            if mode & MODE_W:
-                self.wd = d
-            combo = self.rd > 0 and self.rd == self.wd
-            timers: list[tuple[float, int, int]] = []
-            # Every change bumps the direction's seq so a timer armed for the
-            # old deadline finds a different seq and does nothing.
-            if self.rd != rd0 or combo != combo0:
-                self.rseq += 1
-                if self.rd > 0:
-                    timers.append((self.rd, MODE_RW if combo else MODE_R, self.rseq))
-            if self.wd != wd0 or combo != combo0:
-                self.wseq += 1
-                if self.wd > 0 and not combo:
-                    timers.append((self.wd, MODE_W, self.wseq))
-            rg = self._unblock(MODE_R, False) if self.rd < 0 else None
-            wg = self._unblock(MODE_W, False) if self.wd < 0 else None
-        if poller is not None:
-            for when, tmode, seq in timers:
-                poller.add_timer(when, self, tmode, seq)
-        if rg is not None:
-            self._wake(rg)
-        if wg is not None:
-            self._wake(wg)
+            now = _monotonic()
+            for direction in (MODE_R, MODE_W):
+                if not mode & direction:
+                    continue
+                if direction == MODE_R:
+                    self.rd = d
+                    g = self.rg
+                else:
+                    self.wd = d
+                    g = self.wg
+                if g is None or g is PD_READY:
+                    continue
+                if d < 0 or (d > 0 and d <= now):
+                    taken = self._unblock(direction, False)
+                    if taken is not None:
+                        woken.append(taken)
+                elif g.poll_m is None:
+                    poked.append(g)
+                elif d > 0:
+                    armed = self.rtimer if direction == MODE_R else self.wtimer
+                    if armed == 0 or d < armed:
+                        if direction == MODE_R:
+                            self.rtimer = d
+                        else:
+                            self.wtimer = d
+                        g.poll_m.add_timer(d, _deadline_timer, (self, direction))
+        for g in woken:
+            g.ready()
+        for g in poked:
+            g.poke()
 
-    def deadline_fired(self, mode: int, seq: int) -> None:
-        """netpolldeadlineimpl: a timer armed with ``seq`` went off."""
+    def deadline_fired(self, mode: int) -> None:
+        """netpolldeadlineimpl: the timer armed for ``mode`` went off."""
         with self.lock:
-            current = self.rseq if mode & MODE_R else self.wseq
-            if seq != current or self.closing:
-                return  # stale: the deadline moved or the fd closed
-            rg = wg = None
-            if mode & MODE_R:
-                self.rd = -1.0
-                rg = self._unblock(MODE_R, False)
-            if mode & MODE_W:
-                self.wd = -1.0
-                wg = self._unblock(MODE_W, False)
-        if rg is not None:
-            self._wake(rg)
-        if wg is not None:
-            self._wake(wg)
+            if mode == MODE_R:
+                self.rtimer = 0.0
+                d, g = self.rd, self.rg
+            else:
+                self.wtimer = 0.0
+                d, g = self.wd, self.wg
+            if self.closing or d == 0:
+                return
+            if d > 0:
+                if d > _monotonic():
+                    # The deadline moved later: re-arm for whoever is parked.
+                    if g is not None and g is not PD_READY and g.poll_m is not None:
+                        if mode == MODE_R:
+                            self.rtimer = d
+                        else:
+                            self.wtimer = d
+                        g.poll_m.add_timer(d, _deadline_timer, (self, mode))
+                    return
+                if mode == MODE_R:
+                    self.rd = -1.0
+                else:
+                    self.wd = -1.0
+            taken = self._unblock(mode, False)
+        if taken is not None:
+            taken.ready()
 
     # -- readiness and close ------------------------------------------------
 
-    def ready(self, mode: int) -> int:
+    def ready(self, mode: int) -> None:
         """netpollready: the poller saw ``mode`` readiness; wake or latch.
 
-        Returns how many parked Gs it woke (0-2).  The poller, its only
-        caller, drops its parked count by the sum once per round (one lock
-        trip per round instead of one per wakeup) and uses it to tell a busy
-        round from a quiet one.
-
         This is :meth:`_unblock` with ``ioready=True`` spelled out for both
-        directions, because the poll loop runs it for every event and the
-        two extra calls showed up in its profile.
+        directions: the poll loop runs it for every event.
         """
         rg = wg = None
         lock = self.lock
@@ -347,7 +463,7 @@ class PollDesc:
                 self.rg = PD_READY
             elif old is not PD_READY:
                 self.rg = None
-                old.ioready = True
+                old.ioready = old.woken = True
                 rg = old
         if mode & MODE_W:
             old = self.wg
@@ -355,78 +471,63 @@ class PollDesc:
                 self.wg = PD_READY
             elif old is not PD_READY:
                 self.wg = None
-                old.ioready = True
+                old.ioready = old.woken = True
                 wg = old
         lock.release()
-        woken = 0
         if rg is not None:
             rg.ready()
-            woken = 1
         if wg is not None:
             wg.ready()
-            woken += 1
-        return woken
 
     def evict(self) -> None:
         """poll_runtime_pollUnblock: mark closing and wake every waiter.
 
-        After this every wait fails with the closing error; timers are
-        invalidated by bumping both sequence numbers.
+        After this every wait fails with the closing error.
         """
         with self.lock:
             if self.closing:
                 raise RuntimeError("netpoll: evict of a closing pollDesc")
             self.closing = True
-            self.rseq += 1
-            self.wseq += 1
             rg = self._unblock(MODE_R, False)
             wg = self._unblock(MODE_W, False)
         if rg is not None:
-            self._wake(rg)
+            rg.ready()
         if wg is not None:
-            self._wake(wg)
+            wg.ready()
 
 
-class PollCache:
-    """Go's pollcache: a free list of PollDescs, so descriptors are reused.
+def _deadline_timer(arg: tuple[PollDesc, int]) -> None:
+    pd, mode = arg
+    pd.deadline_fired(mode)
 
-    Reuse is why ``fdseq`` exists: a reused PollDesc gets a new generation,
-    and tokens of the old one stop matching.
+
+def open_polldesc(fd: int) -> PollDesc:
+    """poll_runtime_pollOpen: a PollDesc for ``fd``.
+
+    Called in a goroutine, the fd is registered with its M's poller at once
+    (raising the backend's :class:`OSError`, ``EPERM`` for a file that cannot
+    be polled, after returning the PollDesc); from a plain thread it is
+    registered when a G with a poll M first parks on it.
     """
+    if fd < 0:
+        raise ValueError(f"netpoll: bad file descriptor {fd}")
+    pd: PollDesc = runtime.cache.alloc(fd)
+    g = current_goroutine()
+    if g is not None:
+        try:
+            pd.register(g.m)
+        except BaseException:
+            runtime.cache.free(pd)
+            raise
+    return pd
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._free: list[PollDesc] = []
-        #: PollDescs handed out and not yet freed (a forked child re-registers them).
-        self.live_set: set[PollDesc] = set()
 
-    @property
-    def live(self) -> int:
-        """How many PollDescs are in use."""
-        return len(self.live_set)
+def close_polldesc(pd: PollDesc) -> None:
+    """Unregister ``pd`` and give it back to the cache (last user of the fd)."""
+    try:
+        pd.unregister()
+    finally:
+        runtime.cache.free(pd)
 
-    def alloc(self, fd: int) -> PollDesc:
-        """A clean PollDesc for ``fd`` with a fresh generation."""
-        with self._lock:
-            pd = self._free.pop() if self._free else PollDesc()
-            self.live_set.add(pd)
-        pd.fd = fd
-        pd.fdseq += 1
-        pd.token = (pd, pd.fdseq)
-        pd.closing = False
-        pd.is_file = False
-        pd.rg = pd.wg = None
-        pd.rd = pd.wd = 0.0
-        pd.rseq += 1
-        pd.wseq += 1
-        return pd
 
-    def free(self, pd: PollDesc) -> None:
-        """Return ``pd`` to the cache; its generation ends here."""
-        pd.fdseq += 1  # events still in flight for the old fd are now stale
-        pd.token = None
-        pd.poller = None
-        pd.fd = -1
-        with self._lock:
-            self.live_set.discard(pd)
-            self._free.append(pd)
+runtime.cache.new = PollDesc

@@ -1,40 +1,87 @@
-"""The process-wide runtime: plugin manager, chosen backend, netpoller, pollcache.
+"""The process-wide runtime: plugin manager, syscall table, chosen backend, pollcache.
 
-Go has one netpoller per process, set up on first use.  :data:`runtime` is
-ours: the backend is resolved and started the first time a descriptor is
-registered, so ``NETPOLL_BACKEND`` and :func:`use_backend` only need to be set
-before that.  Switching later is allowed while no descriptor is registered
-(tests use it to run one suite over every backend in one process).
+Go picks its poller when the program is built; here the backend is resolved
+the first time something needs it (an M creating its poller, a thread parking
+through ``netpollwait``), so ``NETPOLL_BACKEND`` and :func:`use_backend` only
+need to be set before that.  Switching later is allowed while no descriptor
+is registered (tests use it to run one suite over every backend in one
+process): it bumps :attr:`Runtime.backend_generation`, and each M replaces
+its poller instance the next time it polls with no fd registered.
 
-After ``os.fork()`` the child cannot use the parent's poller (the poller
-thread does not exist there and an epoll/kqueue object is shared with, or not
-inherited from, the parent), so the child drops it and starts a fresh one on
-next use, re-registering the descriptors it inherited.
+The pollers themselves belong to the scheduler's Ms (:mod:`netpoll.core.sched`);
+the runtime keeps one extra instance of the chosen backend, never polled,
+whose ``netpollwait`` parked threads use.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
+from typing import Any
 
-from netpoll.core.netpoller import NetPoller
+from netpoll.core.hookspecs import BackendSpec, Poller
 from netpoll.core.plugins import BackendError, BackendRegistry, NetpollPluginManager
-from netpoll.core.polldesc import PollCache
 
-_BACKEND_PLUGIN_NAME = "netpoll.backend"
+
+class PollCache:
+    """Go's pollcache: a free list of PollDescs, so descriptors are reused.
+
+    Reuse is why a PollDesc has a generation (``fdseq``): a reused one gets a
+    new generation, and poller tokens of the old one stop matching.  The
+    PollDesc class is :mod:`netpoll.core.polldesc`'s; it installs itself as
+    :attr:`new` when imported (this module sits below it).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._free: list[Any] = []
+        #: Makes a fresh PollDesc.
+        self.new: Callable[[], Any] | None = None
+        #: PollDescs handed out and not yet freed.
+        self.live_set: set[Any] = set()
+
+    @property
+    def live(self) -> int:
+        """How many PollDescs are in use."""
+        return len(self.live_set)
+
+    def alloc(self, fd: int) -> Any:
+        """A clean PollDesc for ``fd`` with a fresh generation."""
+        with self._lock:
+            if self._free:
+                pd = self._free.pop()
+            else:
+                assert self.new is not None, "netpoll.core.polldesc is not imported"
+                pd = self.new()
+            self.live_set.add(pd)
+        pd.reset(fd)
+        return pd
+
+    def free(self, pd: Any) -> None:
+        """Return ``pd`` to the cache; its generation ends here."""
+        pd.retire()
+        with self._lock:
+            self.live_set.discard(pd)
+            self._free.append(pd)
 
 
 class Runtime:
-    """Owns the plugin manager and the single active :class:`NetPoller`."""
+    """Owns the plugin manager, the backend choice and the pollcache."""
 
     def __init__(self) -> None:
         self.pm = NetpollPluginManager()
         self.table = self.pm.table
         self.registry = BackendRegistry(self.pm)
         self.cache = PollCache()
-        self._poller: NetPoller | None = None
-        self._choice: str | None = None
+        #: What the user asked for (a name or comma list; None: env/default).
+        self.choice: str | None = None
+        #: What decided the backend in use: "api", "env" or "default".
         self.chosen_by = ""
+        #: Bumped whenever the backend changes; Ms compare it to their poller's.
+        self.backend_generation = 0
+        self._spec: BackendSpec | None = None
+        self._thread_poller: Poller | None = None
         self._lock = threading.RLock()
 
     # -- backend selection -----------------------------------------------
@@ -43,117 +90,79 @@ class Runtime:
         """Select backend ``name`` (``None``: back to env/default) for next use.
 
         Raises :class:`BackendError` for an unknown or unavailable name, and
-        :class:`RuntimeError` if another backend is active with registered
+        :class:`RuntimeError` if another backend is in use by registered
         descriptors.
         """
         with self._lock:
             if name is not None:
                 spec, _ = self.registry.resolve(name)  # validates now, clear error
                 name = spec.name
-            poller = self._poller
-            if poller is not None:
-                if name is not None and poller.name == name:
-                    self._choice = name
+            current = self._spec
+            if current is not None:
+                if name is not None and current.name == name:
+                    self.choice = name
                     return
                 if self.cache.live:
                     raise RuntimeError(
-                        f"netpoll: backend {poller.name!r} is in use by {self.cache.live} "
+                        f"netpoll: backend {current.name!r} is in use by {self.cache.live} "
                         "descriptor(s); choose the backend before the first listen/dial"
                     )
-                self._shutdown_poller()
-            self._choice = name
+                self._drop_backend()
+            self.choice = name
 
-    def poller(self) -> NetPoller:
-        """The active netpoller, creating it (and its backend) on first use."""
-        poller = self._poller
+    def spec(self) -> BackendSpec:
+        """The backend in use, resolving it on first use."""
+        spec = self._spec
+        if spec is not None:
+            return spec
+        with self._lock:
+            if self._spec is None:
+                self._spec, self.chosen_by = self.registry.resolve(self.choice)
+            return self._spec
+
+    def thread_poller(self) -> Poller:
+        """The instance of the backend whose ``netpollwait`` parked threads use."""
+        poller = self._thread_poller
         if poller is not None:
             return poller
         with self._lock:
-            if self._poller is None:
-                self._poller = self._start_poller()
-            return self._poller
+            if self._thread_poller is None:
+                self._thread_poller = self.spec().create()
+            return self._thread_poller
 
-    def _start_poller(self) -> NetPoller:
-        spec, chosen_by = self.registry.resolve(self._choice)
-        backend = spec.create()
-        self.pm.register(backend, name=_BACKEND_PLUGIN_NAME)
-        try:
-            self.table.netpollinit()
-        except BaseException:
-            self.pm.unregister(name=_BACKEND_PLUGIN_NAME)
-            _shutdown_backend(backend)
-            raise
-        self.chosen_by = chosen_by
-        return NetPoller(self.table, spec, backend, self.cache)
-
-    def _shutdown_poller(self) -> None:
-        poller = self._poller
-        if poller is None:
-            return
-        self._poller = None
-        poller.stop()
-        self.pm.unregister(name=_BACKEND_PLUGIN_NAME)
-        _shutdown_backend(poller.backend)
-
-    def shutdown(self) -> None:
-        """Stop the poller thread and release the backend (no fds may be live)."""
-        with self._lock:
-            self._shutdown_poller()
+    def _drop_backend(self) -> None:
+        poller, self._thread_poller = self._thread_poller, None
+        if poller is not None:
+            poller.shutdown()
+        self._spec = None
+        self.backend_generation += 1
 
     def backend_name(self) -> str:
         """The active backend's name, or the one that would be chosen now."""
-        poller = self._poller
-        if poller is not None:
-            return poller.name
-        spec, _ = self.registry.resolve(self._choice)
+        spec = self._spec
+        if spec is not None:
+            return spec.name
+        spec, _ = self.registry.resolve(self.choice)
         return spec.name
 
     def active_backend(self) -> str | None:
-        """The running backend's name, or None before first use."""
-        poller = self._poller
-        return None if poller is None else poller.name
+        """The backend in use, or None before first use."""
+        spec = self._spec
+        return None if spec is None else spec.name
 
     # -- fork ---------------------------------------------------------------
 
-    def _after_fork_in_child(self) -> None:
-        poller = self._poller
+    def after_fork_in_child(self) -> None:
+        """Forget the thread-wait poller (its per-thread state is the parent's)."""
         self._lock = threading.RLock()
-        if poller is None:
-            return
-        # The parent's loop thread does not exist here; its backend objects
-        # (epoll fd, wakeup fd) would share kernel state with the parent.
-        self._poller = None
-        poller._stopping = True
-        self.pm.unregister(name=_BACKEND_PLUGIN_NAME)
-        _shutdown_backend(poller.backend)
-        inherited = list(self.cache.live_set)
-        if not inherited:
-            return
-        # Descriptors inherited from the parent move to a fresh poller with a
-        # new generation, so stale events of the parent's registration drop.
-        fresh = self.poller()
-        fresh._ensure_started()
-        for pd in inherited:
-            pd.fdseq += 1
-            pd.token = (pd, pd.fdseq)
-            pd.poller = fresh
-            pd.rg = pd.wg = None  # the parked threads did not survive the fork
-            try:
-                self.table.netpollopen(pd.fd, pd.token)
-            except OSError:
-                pd.poller = None
-
-
-def _shutdown_backend(backend: object) -> None:
-    shutdown = getattr(backend, "shutdown", None)
-    if shutdown is not None:
-        shutdown()
+        poller, self._thread_poller = self._thread_poller, None
+        if poller is not None:
+            poller.shutdown()
 
 
 #: The one runtime of this process.
 runtime = Runtime()
-
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=runtime._after_fork_in_child)
+    os.register_at_fork(after_in_child=runtime.after_fork_in_child)
 
-__all__ = ["BackendError", "Runtime", "runtime"]
+__all__ = ["BackendError", "PollCache", "Runtime", "runtime"]

@@ -225,13 +225,10 @@ def _token_fd(token: Any) -> int:
 
 
 def _break_poller() -> None:
-    rt = _runtime()
-    if rt.active_backend() is None:
-        return
-    try:
-        rt.table.netpollbreak()
-    except (OSError, RuntimeError):
-        pass  # the poller is being shut down
+    """Make every M's poller return, so pending fake events are delivered."""
+    from netpoll.core.sched import break_all_pollers
+
+    break_all_pollers()
 
 
 # -- rules -------------------------------------------------------------------------
@@ -521,7 +518,7 @@ class _ResetAfter(Rule):
 class _Spurious(Rule):
     """Readiness events that are not there, on live descriptors."""
 
-    watch = ("netpoll",)
+    watch = ("netpoll", "netpollwait")
 
     def __init__(self, rate: float, seed: int, interval: float, **kw: Any) -> None:
         super().__init__("spurious_wakeups", (), **kw)
@@ -554,7 +551,24 @@ class _Spurious(Rule):
         self._ticker = None
 
     def observe(self, st: Status) -> AfterFilter | None:
-        return self._add if st.kind == "netpoll" and self.active else None
+        if not self.active:
+            return None
+        if st.kind == "netpollwait":
+            return self._add_to_wait
+        return self._add if st.kind == "netpoll" else None
+
+    def _add_to_wait(self, st: Status) -> None:
+        # A parked thread's wait: report its fd ready although it may not be.
+        if st.error is not None or st.fd < 0:
+            return
+        if self.where is not None and not self.where(st):
+            return
+        with self._lock:
+            hit = self._rng.random() < self.rate
+            if hit:
+                self.fired += 1
+        if hit:
+            st.result = int(st.result or 0) | MODE_RW
 
     def _add(self, st: Status) -> None:
         if st.error is not None:

@@ -100,7 +100,7 @@ SOCKET_KINDS = ("socket", "connect", "listen", "accept", "getsockopt", "close")
 #: Hot-path kinds: wrapped only while a filter for them is set.
 IO_KINDS = ("read", "write", "recvfrom", "sendto")
 #: Poller kinds: wrapped only while a filter for them is set.
-POLLER_KINDS = ("netpollopen", "netpoll")
+POLLER_KINDS = ("netpollopen", "netpoll", "netpollwait")
 #: Every filter kind, in a stable order.
 ALL_KINDS = SOCKET_KINDS + IO_KINDS + POLLER_KINDS
 
@@ -886,7 +886,7 @@ class _NetpollopenHooks:
         self._sw = sw
 
     @hookimpl(wrapper=True)
-    def netpollopen(self, fd: int, token: object) -> Generator[None, Any, Any]:
+    def netpollopen(self, poller: Any, fd: int, token: object) -> Generator[None, Any, Any]:
         """Filters around registering an fd with the poller."""
         return (yield from self._sw._h_poller("netpollopen", fd, {"fd": fd, "token": token}))
 
@@ -896,9 +896,22 @@ class _NetpollHooks:
         self._sw = sw
 
     @hookimpl(wrapper=True)
-    def netpoll(self, timeout: float | None) -> Generator[None, Any, Any]:
-        """Filters around one wait of the poller (result: ``[(token, modes)]``)."""
+    def netpoll(self, poller: Any, timeout: float | None) -> Generator[None, Any, Any]:
+        """Filters around one wait of an M's poller (result: ``[(token, modes)]``)."""
         return (yield from self._sw._h_poller("netpoll", -1, {"timeout": timeout}))
+
+
+class _NetpollwaitHooks:
+    def __init__(self, sw: Switch) -> None:
+        self._sw = sw
+
+    @hookimpl(wrapper=True)
+    def netpollwait(
+        self, poller: Any, fd: int, mode: int, wake_fd: int, timeout: float | None
+    ) -> Generator[None, Any, Any]:
+        """Filters around one wait of a parked thread (result: ready modes)."""
+        args = {"mode": mode, "wake_fd": wake_fd, "timeout": timeout}
+        return (yield from self._sw._h_poller("netpollwait", fd, args))
 
 
 _ONDEMAND_CLASSES: dict[str, Callable[[Switch], object]] = {
@@ -908,4 +921,5 @@ _ONDEMAND_CLASSES: dict[str, Callable[[Switch], object]] = {
     "sendto": _SendtoHooks,
     "netpollopen": _NetpollopenHooks,
     "netpoll": _NetpollHooks,
+    "netpollwait": _NetpollwaitHooks,
 }

@@ -34,7 +34,7 @@ import select
 import threading
 from collections.abc import Sequence
 
-from netpoll.core.hookspecs import MODE_R, MODE_W, BackendSpec, hookimpl
+from netpoll.core.hookspecs import MODE_R, MODE_W, MODE_WAKE, BackendSpec, clamp_timeout, hookimpl
 
 NAME = "example"
 
@@ -63,17 +63,14 @@ class SnapshotPoller:
             except BlockingIOError:
                 pass
 
-    @hookimpl
     def netpollinit(self) -> None:
         """Nothing to do: the pipe was made in ``__init__``."""
 
-    @hookimpl
     def netpollopen(self, fd: int, token: object) -> None:
         """Remember ``fd``; it is watched only once armed."""
         with self._lock:
             self._tokens[fd] = token
 
-    @hookimpl
     def netpollclose(self, fd: int) -> None:
         """Forget ``fd`` and its interest; wake a wait that is watching it.
 
@@ -86,7 +83,6 @@ class SnapshotPoller:
             if self._interest.pop(fd, 0):
                 self._wake_locked()
 
-    @hookimpl
     def netpollarm(self, fd: int, mode: int) -> None:
         """Watch ``fd`` for ``mode`` until reported once."""
         with self._lock:
@@ -95,7 +91,6 @@ class SnapshotPoller:
                 self._interest[fd] = old | mode
                 self._wake_locked()
 
-    @hookimpl
     def netpoll(self, timeout: float | None) -> Sequence[tuple[object, int]]:
         """Wait; return ``[(token, modes)]`` for the armed modes that are ready."""
         poller = select.poll()
@@ -132,11 +127,26 @@ class SnapshotPoller:
                 result.append((token, ready))
         return result
 
-    @hookimpl
     def netpollbreak(self) -> None:
         """Wake a blocked :meth:`netpoll` from another thread."""
         with self._lock:
             self._wake_locked()
+
+    def netpollwait(self, fd: int, mode: int, wake_fd: int, timeout: float | None) -> int:
+        """A parked thread's wait on ``fd`` plus its wake fd: one poll(2)."""
+        p = select.poll()
+        if fd >= 0:
+            p.register(fd, (_IN if mode & MODE_R else 0) | (_OUT if mode & MODE_W else 0))
+        if wake_fd >= 0:
+            p.register(wake_fd, select.POLLIN)
+        t = clamp_timeout(timeout)
+        result = 0
+        for f, ev in p.poll(None if t is None else math.ceil(t * 1000)):
+            if f == fd:
+                result |= (MODE_R if ev & _IN else 0) | (MODE_W if ev & _OUT else 0)
+            else:
+                result |= MODE_WAKE
+        return result
 
     def shutdown(self) -> None:
         """Not a hook: the runtime calls it when it drops this backend."""
