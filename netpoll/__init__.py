@@ -1,15 +1,29 @@
 """netpoll: Go's network poller for Python.
 
 A Go-like ``net`` API (:func:`listen`, :func:`dial`, :class:`Dialer`,
-:class:`ListenConfig`, conns with deadlines) on non-blocking descriptors parked
-on a runtime netpoller, with the poller backends (epoll, kqueue, poll, select)
-and the socket syscalls as pluggy plugins.  See DESIGN.md for the layers.
+:class:`ListenConfig`, conns with deadlines) on non-blocking descriptors,
+goroutines (:func:`go`, :func:`run`, :class:`Chan`, :func:`select`) that park
+on a pollDesc while their M runs others, plain threads that park in the
+kernel, with the poller backends (epoll, kqueue, poll, select) and the socket
+syscalls as pluggy plugins.  See docs/design.md for the layers.
 """
 
 from __future__ import annotations
 
+from netpoll.core.chan import Chan, ChanClosed, RecvCase, Selected, SendCase, select
 from netpoll.core.plugins import BackendError, NetpollPluginManager
 from netpoll.core.runtime import runtime as _runtime
+from netpoll.core.sched import (
+    GoroutineHogWarning,
+    GreenletG,
+    blocking,
+    current_goroutine,
+    go,
+    gosched,
+    run,
+    sleep,
+)
+from netpoll.core.sync import Mutex, WaitGroup
 from netpoll.net import (
     Addr,
     AddrError,
@@ -72,20 +86,31 @@ def plugin_manager() -> NetpollPluginManager:
     return _runtime.pm
 
 
+#: The handle :func:`go` returns (``join(timeout)``, ``done()``, ``name``).
+Goroutine = GreenletG
+
 __all__ = [
     "Addr",
     "AddrError",
     "BackendError",
     "CanceledError",
+    "Chan",
+    "ChanClosed",
     "Conn",
     "DNSError",
     "Dialer",
     "ErrCanceled",
     "ErrClosed",
+    "Goroutine",
+    "GoroutineHogWarning",
     "ListenConfig",
     "Listener",
+    "Mutex",
     "OpError",
     "RawConn",
+    "RecvCase",
+    "Selected",
+    "SendCase",
     "TCPAddr",
     "TCPConn",
     "TCPListener",
@@ -95,15 +120,23 @@ __all__ = [
     "UnixConn",
     "UnixListener",
     "UnknownNetworkError",
+    "WaitGroup",
     "available_backends",
     "backend_name",
+    "blocking",
+    "current_goroutine",
     "dial",
+    "go",
+    "gosched",
     "join_host_port",
     "listen",
     "listen_packet",
     "plugin_manager",
     "resolve_tcp_addr",
     "resolve_udp_addr",
+    "run",
+    "select",
+    "sleep",
     "split_host_port",
     "use_backend",
 ]

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from netpoll.core.runtime import runtime
-from netpoll.core.sched import background_m
+from netpoll.core.sched import background_m, live_goroutines
 from netpoll.core.wakefd import wake_fds
 
 _PROC_FD = "/proc/self/fd"
@@ -37,10 +37,33 @@ def pytest_configure(config: pytest.Config) -> None:
         runtime.registry.forget_probes()
 
 
+#: Suites whose test bodies run twice: in the plain test thread, and as a
+#: goroutine (so every conn they drive from the body is a G's).
+_BOTH_G_KINDS = {
+    "test_net_conn",
+    "test_net_dial",
+    "test_net_timeout",
+    "test_faults",
+    "test_faults_go",
+}
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrise the ``backend`` fixture over the backends under test."""
+    """Parametrise ``backend`` over the backends, and ``g_kind`` where both kinds run."""
     if "backend" in metafunc.fixturenames:
         metafunc.parametrize("backend", _backends_to_test(), indirect=True)
+    if metafunc.module.__name__.rpartition(".")[2] in _BOTH_G_KINDS:
+        metafunc.parametrize(
+            "g_kind",
+            ["thread", pytest.param("goroutine", marks=pytest.mark.netpoll_goroutine)],
+            indirect=True,
+        )
+
+
+@pytest.fixture(autouse=True)
+def g_kind(request: pytest.FixtureRequest) -> str:
+    """Which kind of G runs the test body: "thread" or "goroutine"."""
+    return str(getattr(request, "param", "thread"))
 
 
 @pytest.fixture
@@ -74,15 +97,20 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     fds_before = open_fds()
     threads_before = _user_threads()
     live_before = runtime.cache.live
+    gs_before = set(live_goroutines())
     yield
     deadline = time.monotonic() + 3.0
     while True:
         leaked_fds = open_fds() - fds_before
         leaked_threads = _user_threads() - threads_before
         leaked_pds = runtime.cache.live - live_before
-        if not (leaked_fds or leaked_threads or leaked_pds) or time.monotonic() > deadline:
+        leaked_gs = [g for g in live_goroutines() if g not in gs_before]
+        if not (leaked_fds or leaked_threads or leaked_pds or leaked_gs):
+            break
+        if time.monotonic() > deadline:
             break
         time.sleep(0.02)
     assert not leaked_fds, f"leaked fds: {sorted(leaked_fds)}"
     assert not leaked_threads, f"leaked threads: {leaked_threads}"
     assert leaked_pds == 0, f"leaked pollDescs: {leaked_pds}"
+    assert not leaked_gs, f"goroutines left running: {leaked_gs}"

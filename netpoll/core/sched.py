@@ -669,6 +669,11 @@ def all_ms() -> list[M]:
         return list(_ms)
 
 
+def live_goroutines() -> list[GreenletG]:
+    """Every goroutine not finished yet, on every M (a leak check reads it)."""
+    return [g for m in all_ms() for g in list(m.gs) if not g.dead]
+
+
 def break_all_pollers() -> None:
     """``netpollbreak`` every M's poller (fault injection delivers fake events so)."""
     for m in all_ms():
@@ -977,6 +982,7 @@ __all__ = [
     "excepthook",
     "go",
     "gosched",
+    "live_goroutines",
     "park_waiter",
     "run",
     "sleep",

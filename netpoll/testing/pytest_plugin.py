@@ -25,6 +25,10 @@ whole package and checks ``sw.Sockets()`` after the run; here it is per test):
     Runs the test on that poller backend (``netpoll.use_backend``), restoring
     the previous choice afterwards; skipped when the backend is not available
     here.  The switch happens before any fixture is set up.
+``@pytest.mark.netpoll_goroutine``
+    Runs the test function's body as a goroutine: the calling thread becomes
+    an M (:func:`netpoll.run`), so every netpoll call of the body parks a G
+    and the body's exception is the test's.  Fixtures stay in the thread.
 ``--netpoll-backend NAME`` / ini ``netpoll_backend = NAME``
     The backend for the whole session, as ``NETPOLL_BACKEND`` would choose it
     (the option overrides ``NETPOLL_BACKEND``, which overrides the ini value).
@@ -49,6 +53,7 @@ LEAK_GRACE = 2.0
 
 _ENV = "NETPOLL_BACKEND"
 _MARKER = "netpoll_backend"
+_G_MARKER = "netpoll_goroutine"
 _prev_backend_key = pytest.StashKey[tuple[bool, Any]]()
 _call_failed_key = pytest.StashKey[bool]()
 _saved_env_key = pytest.StashKey[tuple[bool, str | None]]()
@@ -85,6 +90,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{_MARKER}(name): run this test on the named netpoll poller backend "
         "(skipped where it is not available)",
+    )
+    config.addinivalue_line(
+        "markers",
+        f"{_G_MARKER}: run this test's body as a goroutine inside netpoll.run "
+        "(fixtures are set up and torn down outside it, in the plain thread)",
     )
     name = config.getoption("netpoll_backend")
     if not name:
@@ -205,3 +215,16 @@ def netpoll_faults(netpoll_switch: Switch) -> Iterator[Faults]:
         yield faults
     finally:
         faults.uninstall()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> object | None:
+    """Run a ``netpoll_goroutine``-marked test body as a goroutine."""
+    if pyfuncitem.get_closest_marker(_G_MARKER) is None:
+        return None
+    import netpoll
+
+    argnames = pyfuncitem._fixtureinfo.argnames
+    kwargs = {name: pyfuncitem.funcargs[name] for name in argnames}
+    netpoll.run(pyfuncitem.obj, **kwargs)
+    return True

@@ -1,0 +1,125 @@
+"""WaitGroup and Mutex for any G kind (Go's ``sync.WaitGroup`` and ``sync.Mutex``).
+
+Both park through :mod:`netpoll.core.sched`, so a goroutine waiting on them
+lets its M run other goroutines, and goroutines and plain threads can share
+them.  (A ``threading.Lock`` held across a park would block the whole M.)
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from types import TracebackType
+
+from netpoll.core.sched import Waiter, current_g, park_waiter
+
+
+class WaitGroup:
+    """Wait for a collection of goroutines (or threads) to finish."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+        self._waiters: list[Waiter] = []
+
+    def add(self, delta: int = 1) -> None:
+        """Add ``delta`` (may be negative) to the counter; at zero, waiters wake.
+
+        Raises :class:`ValueError` if the counter would go below zero.
+        """
+        with self._lock:
+            count = self._count + delta
+            if count < 0:
+                raise ValueError("netpoll.WaitGroup: negative counter")
+            self._count = count
+            if count or not self._waiters:
+                return
+            waiters, self._waiters = self._waiters, []
+            for w in waiters:
+                w.done = True
+        for w in waiters:
+            w.g.ready()
+
+    def done(self) -> None:
+        """Decrement the counter by one."""
+        self.add(-1)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Park until the counter is zero; False if ``timeout`` seconds passed first."""
+        if timeout is not None and (timeout != timeout or timeout < 0):
+            raise ValueError(f"netpoll.WaitGroup.wait: negative or NaN timeout {timeout}")
+        with self._lock:
+            if self._count == 0:
+                return True
+            w = Waiter(current_g())
+            self._waiters.append(w)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return park_waiter(w, deadline, self._lock, self._waiters)
+
+
+class Mutex:
+    """A mutual exclusion lock whose waiters park (FIFO hand-off on unlock).
+
+    Not reentrant, and like Go's, not tied to the G that locked it: any G may
+    unlock it.  Usable as a context manager.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._locked = False
+        self._waiters: deque[Waiter] = deque()
+
+    def locked(self) -> bool:
+        """True while held."""
+        return self._locked
+
+    def try_lock(self) -> bool:
+        """Take the mutex if it is free; never parks."""
+        with self._lock:
+            if self._locked:
+                return False
+            self._locked = True
+            return True
+
+    def lock(self, timeout: float | None = None) -> bool:
+        """Take the mutex, parking while it is held; False if ``timeout`` passed."""
+        if timeout is not None and (timeout != timeout or timeout < 0):
+            raise ValueError(f"netpoll.Mutex.lock: negative or NaN timeout {timeout}")
+        with self._lock:
+            if not self._locked:
+                self._locked = True
+                return True
+            w = Waiter(current_g())
+            self._waiters.append(w)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # unlock() hands the mutex straight to the first waiter (it stays
+        # locked), so a woken waiter owns it without looking again.
+        return park_waiter(w, deadline, self._lock, self._waiters)
+
+    def unlock(self) -> None:
+        """Release the mutex, handing it to the longest waiter if any.
+
+        Raises :class:`RuntimeError` if it is not locked.
+        """
+        with self._lock:
+            if not self._locked:
+                raise RuntimeError("netpoll.Mutex: unlock of unlocked mutex")
+            if not self._waiters:
+                self._locked = False
+                return
+            w = self._waiters.popleft()
+            w.done = True
+        w.g.ready()
+
+    def __enter__(self) -> Mutex:
+        self.lock()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.unlock()
