@@ -40,6 +40,9 @@ from netpoll.net import (
     resolve_udp_addr,
     split_host_port,
 )
+from netpoll.net.lookup import lookup_host, lookup_port
+from netpoll.net.pipe import PipeConn, pipe
+from netpoll.net.socket_adapter import ConnSocket, create_connection
 
 __version__ = "0.1.0"
 
@@ -78,6 +81,7 @@ __all__ = [
     "BackendError",
     "CanceledError",
     "Conn",
+    "ConnSocket",
     "DNSError",
     "Dialer",
     "ErrCanceled",
@@ -85,6 +89,7 @@ __all__ = [
     "ListenConfig",
     "Listener",
     "OpError",
+    "PipeConn",
     "RawConn",
     "TCPAddr",
     "TCPConn",
@@ -97,13 +102,21 @@ __all__ = [
     "UnknownNetworkError",
     "available_backends",
     "backend_name",
+    "create_connection",
     "dial",
     "join_host_port",
     "listen",
     "listen_packet",
+    "lookup_host",
+    "lookup_port",
+    "pipe",
     "plugin_manager",
     "resolve_tcp_addr",
     "resolve_udp_addr",
     "split_host_port",
+    "tls",
     "use_backend",
 ]
+
+# Go's crypto/tls, as netpoll.tls (imported last: it builds on the names above).
+from netpoll import tls  # noqa: E402
