@@ -297,7 +297,7 @@ def test_plain_tcp_peer(backend: str, pki: Certs) -> None:
                 conn.read(1)
 
         t = start(serve)
-        with pytest.raises(ssl.SSLError, match="WRONG_VERSION_NUMBER|record layer failure"):
+        with pytest.raises(ssl.SSLError, match=r"WRONG_VERSION_NUMBER|record layer failure"):
             tls.dial("tcp", f"localhost:{ln.addr().port}", pki.client_context(), timeout=5)
         t.join_result()
 
@@ -340,7 +340,7 @@ def test_failed_handshakes_never_stop_the_listener(backend: str, pki: Certs) -> 
     assert outcomes.count("ok") == 1
 
 
-# -- deadlines and close ----------------------------------------------------------------------------
+# -- deadlines and close -----------------------------------------------------------------------
 
 
 def test_handshake_bounded_by_dial_timeout(backend: str, pki: Certs) -> None:
@@ -411,7 +411,7 @@ def test_close_from_another_thread_wakes_parked_read_and_write(backend: str, pki
         t.join_result()
 
 
-# -- faults mid-handshake ---------------------------------------------------------------------------
+# -- faults mid-handshake ----------------------------------------------------------------------
 
 
 def _serve_handshake(ln: tls.TLSListener) -> BaseException | None:
