@@ -73,7 +73,8 @@ class ConnSocket:
         self._base = _net_conn(conn)
         self._timeout: float | None = None
         self._deadlines_set = False
-        self._closed = False
+        self._closed = False  # close() was called
+        self._dead = False  # the conn is closed or handed over
         self._io_refs = 0
         self._lock = threading.Lock()
         nfd = getattr(self._base, "_nfd", None)
@@ -88,7 +89,9 @@ class ConnSocket:
         return self._conn
 
     def _check(self) -> None:
-        if self._closed:
+        # Like a socket: after close() the file objects from makefile() keep
+        # working until they are closed too; only then is the conn gone.
+        if self._dead:
             raise _ebadf()
 
     # -- timeouts ---------------------------------------------------------------------
@@ -123,7 +126,7 @@ class ConnSocket:
         return self._timeout
 
     def _clear_deadlines(self) -> None:
-        if self._deadlines_set and not self._closed:
+        if self._deadlines_set and not self._dead:
             self._deadlines_set = False
             try:
                 self._conn.set_deadline(None)
@@ -282,7 +285,7 @@ class ConnSocket:
 
     def fileno(self) -> int:
         """The descriptor (-1 once closed)."""
-        if self._closed:
+        if self._dead:
             return -1
         fileno = getattr(self._conn, "fileno", None)
         return int(fileno()) if fileno is not None else -1
@@ -299,10 +302,6 @@ class ConnSocket:
 
     # -- close / detach ----------------------------------------------------------------------------
 
-    @property
-    def _closed_flag(self) -> bool:
-        return self._closed
-
     def close(self) -> None:
         """Close; the conn closes once every :meth:`makefile` file is closed too."""
         with self._lock:
@@ -313,6 +312,7 @@ class ConnSocket:
             self._real_close()
 
     def _real_close(self) -> None:
+        self._dead = True
         self._conn.close()
 
     def detach(self) -> int:
@@ -327,7 +327,7 @@ class ConnSocket:
             raise ValueError("netpoll: cannot detach the descriptor under a TLS conn")
         nfd = self._conn._nfd
         fd = int(nfd.sock.detach())  # the socket object forgets it: closing it is a no-op
-        self._closed = True
+        self._closed = self._dead = True
         self._conn.close()  # unregisters from the poller; the fd stays open
         os.set_blocking(fd, True)
         return fd
@@ -402,7 +402,7 @@ def wrap_tls(
     tconn = tls.server(conn, context) if server_side else tls.client(conn, context, server_hostname)
     out = ConnSocket(tconn)
     out._timeout = sock._timeout if sock._timeout != 0.0 else None
-    sock._closed = True  # ownership moved
+    sock._closed = sock._dead = True  # ownership moved
     if do_handshake_on_connect:
         try:
             out._arm(True)
