@@ -141,7 +141,7 @@ def test_writev_deadline_reports_written(backend: str) -> None:
 def test_lookup_host_and_port() -> None:
     assert "127.0.0.1" in netpoll.lookup_host("localhost")
     assert netpoll.lookup_host("::ffff:10.0.0.1") == ["10.0.0.1"]
-    with pytest.raises(netpoll.DNSError, match="lookup nosuch.invalid: no such host"):
+    with pytest.raises(netpoll.DNSError, match=r"lookup nosuch\.invalid: no such host"):
         netpoll.lookup_host("nosuch.invalid", timeout=5)
     assert netpoll.lookup_port("tcp", "http") == 80
     assert netpoll.lookup_port("udp", "53") == 53
