@@ -69,6 +69,7 @@ __all__ = [
     "listen",
     "new_listener",
     "server",
+    "wrap_socket",
 ]
 
 #: Ciphertext read from the wrapped conn per call.
@@ -759,6 +760,33 @@ class TLSListener:
 def new_listener(inner: Listener, context: ssl.SSLContext) -> TLSListener:
     """Wrap a listener so that accepts return TLS server conns (Go's ``tls.NewListener``)."""
     return TLSListener(inner, context)
+
+
+def wrap_socket(
+    sock: ConnSocket,
+    context: ssl.SSLContext | None = None,
+    *,
+    server_side: bool = False,
+    server_hostname: str | None = None,
+    do_handshake_on_connect: bool = True,
+) -> ConnSocket:
+    """``SSLContext.wrap_socket`` for a netpoll socket adapter, on netpoll's parking I/O.
+
+    ``sock`` comes from ``conn.as_socket()`` or
+    :func:`netpoll.create_connection`; the result is a new adapter over a
+    :class:`TLSConn` (it owns the conn now).  The socket's timeout carries
+    over and bounds the handshake.  Use it where library code would call
+    ``context.wrap_socket(sock)``, e.g. in ``HTTPSConnection.connect``.
+    """
+    from netpoll.net.socket_adapter import wrap_tls
+
+    return wrap_tls(
+        sock,
+        context,
+        server_side=server_side,
+        server_hostname=server_hostname,
+        do_handshake_on_connect=do_handshake_on_connect,
+    )
 
 
 def listen(

@@ -24,7 +24,6 @@ import pytest
 
 import netpoll
 from netpoll import tls
-from netpoll.net.socket_adapter import wrap_tls
 from tests.tls_helpers import PEER_TIMEOUT, Certs, certs, start
 
 
@@ -86,7 +85,7 @@ class NetpollHTTPSConnection(http.client.HTTPSConnection):
 
     def connect(self) -> None:
         sock = netpoll.create_connection((self.host, self.port), self.timeout)
-        self.sock = wrap_tls(sock, self._context, server_hostname=self.host)  # type: ignore[attr-defined]
+        self.sock = tls.wrap_socket(sock, self._context, server_hostname=self.host)  # type: ignore[attr-defined]
 
 
 def test_http_client_plain_keepalive(backend: str) -> None:

@@ -29,7 +29,7 @@ What it does not do: ``recv``/``send`` flags other than 0, ``sendmsg``/
 ``ssl.SSLContext.wrap_socket(adapter)`` works by *taking the descriptor over*
 (``detach``): the result is an ordinary stdlib :class:`ssl.SSLSocket` doing
 its own blocking I/O, outside netpoll; for TLS on netpoll's parking I/O use
-``netpoll.tls.client(conn, ctx).as_socket()`` or :func:`wrap_tls`.
+``netpoll.tls.client(conn, ctx).as_socket()`` or ``netpoll.tls.wrap_socket``.
 """
 
 from __future__ import annotations
