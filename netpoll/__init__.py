@@ -54,6 +54,9 @@ from netpoll.net import (
     resolve_udp_addr,
     split_host_port,
 )
+from netpoll.net.lookup import lookup_host, lookup_port
+from netpoll.net.pipe import PipeConn, pipe
+from netpoll.net.socket_adapter import ConnSocket, create_connection
 
 __version__ = "0.1.0"
 
@@ -97,6 +100,7 @@ __all__ = [
     "Chan",
     "ChanClosed",
     "Conn",
+    "ConnSocket",
     "DNSError",
     "Dialer",
     "ErrCanceled",
@@ -107,6 +111,7 @@ __all__ = [
     "Listener",
     "Mutex",
     "OpError",
+    "PipeConn",
     "RawConn",
     "RecvCase",
     "Selected",
@@ -124,6 +129,7 @@ __all__ = [
     "available_backends",
     "backend_name",
     "blocking",
+    "create_connection",
     "current_goroutine",
     "dial",
     "go",
@@ -131,6 +137,9 @@ __all__ = [
     "join_host_port",
     "listen",
     "listen_packet",
+    "lookup_host",
+    "lookup_port",
+    "pipe",
     "plugin_manager",
     "resolve_tcp_addr",
     "resolve_udp_addr",
@@ -138,5 +147,9 @@ __all__ = [
     "select",
     "sleep",
     "split_host_port",
+    "tls",
     "use_backend",
 ]
+
+# Go's crypto/tls, as netpoll.tls (imported last: it builds on the names above).
+from netpoll import tls  # noqa: E402

@@ -221,6 +221,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--save", metavar="FILE", help="also write the JSON results to FILE (with the table)"
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="run the TLS comparison instead (netpoll.tls vs a blocking stdlib ssl.SSLSocket: "
+        "bulk both ways, ping-pong beside plain; see netpoll/bench/tls.py)",
+    )
 
 
 def _setting(args: argparse.Namespace, name: str) -> Any:
@@ -408,6 +414,8 @@ def run(args: argparse.Namespace) -> int:
     """
     quiet = bool(getattr(args, "quiet", False))
     as_json = bool(getattr(args, "json", False))
+    if getattr(args, "tls", False):
+        return _run_tls(args, quiet, as_json)
     rounds = int(_setting(args, "rounds"))
     servers = _servers(args)
     scenarios = build_scenarios(args)
@@ -503,6 +511,27 @@ def run(args: argparse.Namespace) -> int:
         for e in errors:
             sys.stderr.write(f"  {e}\n")
         return 1
+    return 0
+
+
+def _run_tls(args: argparse.Namespace, quiet: bool, as_json: bool) -> int:
+    """``--tls``: the TLS comparison of :mod:`netpoll.bench.tls` with this run's settings."""
+    from netpoll.bench import tls as tls_bench
+
+    if getattr(args, "backend", None):
+        netpoll.use_backend(args.backend)
+    doc = tls_bench.run(
+        bulk_bytes=int(_setting(args, "bulk")),
+        size=int(getattr(args, "size", 64)),
+        seconds=float(_setting(args, "seconds")),
+        rounds=int(_setting(args, "rounds")),
+        pin=bool(getattr(args, "pin", True)),
+        say=(lambda s: None) if quiet else (lambda s: print(s, file=sys.stderr, flush=True)),
+    )
+    if getattr(args, "save", None):
+        with open(args.save, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=2)
+    print(json.dumps(doc, indent=2) if as_json else tls_bench.format_table(doc))
     return 0
 
 

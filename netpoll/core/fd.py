@@ -384,3 +384,30 @@ class FD:
     def __repr__(self) -> str:
         state = "closed" if self._mu.closed else "open"
         return f"<FD {self.sysfd} {state} pollable={self.pollable}>"
+
+    # -- raw I/O (Go's rawconn.go Read/Write on poll.FD: RawRead / RawWrite) ------
+
+    def raw_io(self, mode: int, fn: Callable[[int], bool]) -> None:
+        """Call ``fn(sysfd)`` until it returns True, parking on ``mode`` in between.
+
+        Go's ``FD.RawRead`` / ``FD.RawWrite``: the read (``MODE_R``) or write
+        (``MODE_W``) lock is held, the deadline and closing checks of
+        ``prepare`` apply, and each False from ``fn`` parks until the poller
+        reports the descriptor ready again (or the deadline passes, or the FD
+        is closed).  Exceptions from ``fn`` propagate.
+        """
+        read = mode == MODE_R
+        mu = self._mu
+        if not mu.rwlock(read):
+            raise self._closing_error()
+        try:
+            pd = self.pd
+            if pd is not None:
+                pd.prepare(mode)
+            while not fn(self.sysfd):
+                if pd is None:
+                    raise BlockingIOError(errno.EAGAIN, "resource temporarily unavailable")
+                pd.wait(mode)
+        finally:
+            if mu.rwunlock(read):
+                self._destroy()

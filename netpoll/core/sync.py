@@ -123,3 +123,65 @@ class Mutex:
         tb: TracebackType | None,
     ) -> None:
         self.unlock()
+
+
+class Cond:
+    """Go's ``sync.Cond`` for any G kind, over a lock that is only held briefly.
+
+    ``with cond:`` takes the lock (a plain :class:`threading.Lock`: nobody
+    parks while holding it, since :meth:`wait` releases it first);
+    :meth:`wait` parks the calling G until :meth:`notify`/:meth:`notify_all`
+    or the timeout, then takes the lock back.  The API follows
+    :class:`threading.Condition` so it can replace one.
+    """
+
+    def __init__(self, lock: threading.Lock | None = None) -> None:
+        self._lock = lock if lock is not None else threading.Lock()
+        self._waiters: deque[Waiter] = deque()
+
+    def __enter__(self) -> Cond:
+        self._lock.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._lock.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Release the lock, park until notified, take the lock back.
+
+        Must be called with the lock held.  Returns False if ``timeout``
+        seconds passed without a notify.
+        """
+        w = Waiter(current_g())
+        self._waiters.append(w)
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        self._lock.release()
+        try:
+            while not w.done:
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                w.g.park(deadline)
+        finally:
+            self._lock.acquire()
+            if not w.done:
+                try:
+                    self._waiters.remove(w)
+                except ValueError:
+                    pass
+        return w.done
+
+    def notify(self, n: int = 1) -> None:
+        """Wake up to ``n`` waiters (the lock must be held)."""
+        for _ in range(min(n, len(self._waiters))):
+            w = self._waiters.popleft()
+            w.done = True
+            w.g.ready()
+
+    def notify_all(self) -> None:
+        """Wake every waiter (the lock must be held)."""
+        self.notify(len(self._waiters))

@@ -4,7 +4,8 @@ Go's ``net/net.go`` (``conn``: Read/Write/Close/LocalAddr/RemoteAddr/
 Set*Deadline, each failure wrapped in ``*OpError``), ``net/tcpsock.go`` +
 ``tcpsock_posix.go`` (``TCPConn``: no-delay, keep-alive, linger,
 CloseRead/CloseWrite, buffer sizes), ``net/unixsock.go`` (``UnixConn``) and
-``net/udpsock.go`` (``UDPConn``: ReadFrom/WriteTo).
+``net/udpsock.go`` (``UDPConn``: ReadFrom/WriteTo); ``Conn.writev`` is
+``net/net.go``'s ``Buffers`` (``writev``).
 
 A :class:`Conn` is an :class:`io.RawIOBase`: ``readinto`` returns 0 at EOF,
 ``read`` returns ``b""``, ``write`` writes everything (or raises an OpError
@@ -18,12 +19,15 @@ wakes parked reads and writes, which raise ErrClosed too.
 from __future__ import annotations
 
 import io
+import os
 import socket as _socket
 import struct
 import warnings
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from netpoll.core.errors import NetClosingError
+from netpoll.core.hookspecs import MODE_W
 from netpoll.net.addr import (
     UDP_NETWORKS,
     UNIX_NETWORKS,
@@ -36,8 +40,22 @@ from netpoll.net.context import as_deadline
 from netpoll.net.errors import AddrError, NetError, OpError, op_error, with_syscall
 from netpoll.net.sock import NetFD, RawConn
 
+if TYPE_CHECKING:
+    from netpoll.net.socket_adapter import ConnSocket
+
 #: Read size of :meth:`Conn.readall` per syscall.
 READALL_CHUNK = 64 * 1024
+
+
+#: Buffers per ``sendmsg`` in :meth:`Conn.writev` (the OS's IOV_MAX).
+def _iov_max() -> int:
+    try:
+        return max(16, int(os.sysconf("SC_IOV_MAX")))
+    except (AttributeError, ValueError, OSError):
+        return 1024
+
+
+_IOV_MAX = _iov_max()
 
 
 class WriteToConnectedError(NetError):
@@ -191,7 +209,63 @@ class Conn(io.RawIOBase):
 
     def syscall_conn(self) -> RawConn:
         """A :class:`RawConn` for the descriptor (Go's ``SyscallConn``)."""
-        return RawConn(self._fd)
+        return RawConn(self._fd, self._nfd)
+
+    def writev(self, buffers: Iterable[Any]) -> int:
+        """Write every buffer, in order, with as few ``sendmsg`` calls as possible.
+
+        Go's ``net.Buffers.WriteTo`` (``writev``): one system call for many
+        buffers, parking when the socket buffer is full, under the write
+        deadline.  Returns the total bytes; on failure raises an OpError whose
+        ``written`` says how much went out first.  The call goes straight to
+        the OS (``RawConn.write``), not through the ``write`` syscall hook.
+        """
+        views = [v for v in (memoryview(b).cast("B") for b in buffers) if v.nbytes]
+        total = sum(v.nbytes for v in views)
+        sock = self._nfd.sock
+        sent = 0
+        pos = 0
+
+        def attempt(_fd: int) -> bool:
+            nonlocal sent, pos
+            while pos < len(views):
+                try:
+                    n = sock.sendmsg(views[pos : pos + _IOV_MAX])
+                except BlockingIOError:
+                    return False
+                except InterruptedError:
+                    continue
+                sent += n
+                while n and pos < len(views):
+                    v = views[pos]
+                    if n >= v.nbytes:
+                        n -= v.nbytes
+                        pos += 1
+                    else:
+                        views[pos] = v[n:]
+                        n = 0
+            return True
+
+        if total == 0:
+            return 0
+        try:
+            self._fd.raw_io(MODE_W, attempt)
+        except OSError as exc:
+            exc.written = sent  # type: ignore[attr-defined]
+            raise self._error("write", exc, "sendmsg") from None
+        return total
+
+    def as_socket(self) -> ConnSocket:
+        """A :class:`socket.socket`-like adapter for stdlib and library code.
+
+        See :mod:`netpoll.net.socket_adapter`: ``recv``/``send``/``sendall``/
+        ``makefile``/timeouts/options on this conn's parking I/O, so
+        ``http.client``, ``urllib`` and friends run over netpoll.  The adapter
+        owns the conn.
+        """
+        from netpoll.net.socket_adapter import ConnSocket
+
+        return ConnSocket(self)
 
     def _setsockopt(self, level: int, opt: int, value: int | bytes) -> None:
         try:

@@ -28,7 +28,7 @@ import queue
 import socket as _socket
 import threading
 import time
-from typing import Any
+from typing import Any, Literal, overload
 
 from netpoll.core.errors import DeadlineExceededError
 from netpoll.net.addr import (
@@ -46,6 +46,11 @@ from netpoll.net.context import CancelEvent, CancelWatcher, DialContext, as_dead
 from netpoll.net.errors import AddrError, CanceledError, op_error
 from netpoll.net.lookup import resolve_addr_list, resolve_tcp_addr, resolve_udp_addr
 from netpoll.net.sock import ControlFn, NetFD, favorite_family, socket
+
+#: Network names, as literal types: ``dial("tcp", ...)`` is typed TCPConn.
+TCPNetwork = Literal["tcp", "tcp4", "tcp6"]
+UDPNetwork = Literal["udp", "udp4", "udp6"]
+UnixNetwork = Literal["unix", "unixgram", "unixpacket"]
 
 #: Go's ``partialDeadline`` floor: each address gets at least this long
 #: unless less than that remains in total.
@@ -173,6 +178,15 @@ class Dialer:
         if network in UDP_NETWORKS:
             return resolve_udp_addr(network, la)
         return UnixAddr(la, network)
+
+    @overload
+    def dial(self, network: TCPNetwork, address: str) -> TCPConn: ...
+    @overload
+    def dial(self, network: UnixNetwork, address: str) -> UnixConn: ...
+    @overload
+    def dial(self, network: UDPNetwork, address: str) -> UDPConn: ...
+    @overload
+    def dial(self, network: str, address: str) -> Conn: ...
 
     def dial(self, network: str, address: str) -> Conn:
         """Connect to ``address`` on ``network``; returns a TCPConn, UDPConn or UnixConn.
@@ -400,6 +414,16 @@ class _SysDialer:
         return TCPConn(nfd)
 
 
+@overload
+def dial(network: TCPNetwork, address: str, timeout: float | None = None) -> TCPConn: ...
+@overload
+def dial(network: UnixNetwork, address: str, timeout: float | None = None) -> UnixConn: ...
+@overload
+def dial(network: UDPNetwork, address: str, timeout: float | None = None) -> UDPConn: ...
+@overload
+def dial(network: str, address: str, timeout: float | None = None) -> Conn: ...
+
+
 def dial(network: str, address: str, timeout: float | None = None) -> Conn:
     """Connect to ``address`` on ``network`` (Go's ``net.Dial`` / ``DialTimeout``).
 
@@ -412,4 +436,13 @@ def dial(network: str, address: str, timeout: float | None = None) -> Conn:
 
 _ = UNIX_NETWORKS
 
-__all__ = ["SANE_MINIMUM", "Dialer", "dial", "partial_deadline", "partition"]
+__all__ = [
+    "SANE_MINIMUM",
+    "Dialer",
+    "TCPNetwork",
+    "UDPNetwork",
+    "UnixNetwork",
+    "dial",
+    "partial_deadline",
+    "partition",
+]

@@ -17,7 +17,7 @@ import os
 import socket as _socket
 import threading
 import warnings
-from typing import Any
+from typing import Any, Literal, overload
 
 from netpoll.core.errors import NetClosingError
 from netpoll.net.addr import (
@@ -212,6 +212,13 @@ class ListenConfig:
         self.keep_alive = keep_alive
         self.backlog = backlog
 
+    @overload
+    def listen(self, network: Literal["tcp", "tcp4", "tcp6"], address: str) -> TCPListener: ...
+    @overload
+    def listen(self, network: Literal["unix", "unixpacket"], address: str) -> UnixListener: ...
+    @overload
+    def listen(self, network: str, address: str) -> TCPListener | UnixListener: ...
+
     def listen(self, network: str, address: str) -> TCPListener | UnixListener:
         """Listen on ``network`` ("tcp", "tcp4", "tcp6", "unix", "unixpacket") at ``address``.
 
@@ -267,6 +274,13 @@ class ListenConfig:
         )
         return UnixListener(nfd, self, la.name, unlink=not la.is_abstract())
 
+    @overload
+    def listen_packet(self, network: Literal["udp", "udp4", "udp6"], address: str) -> UDPConn: ...
+    @overload
+    def listen_packet(self, network: Literal["unixgram"], address: str) -> UnixConn: ...
+    @overload
+    def listen_packet(self, network: str, address: str) -> UDPConn | UnixConn: ...
+
     def listen_packet(self, network: str, address: str) -> UDPConn | UnixConn:
         """A packet conn on ``network`` ("udp", "udp4", "udp6", "unixgram") at ``address``."""
         try:
@@ -302,9 +316,25 @@ class ListenConfig:
         raise op_error("listen", network, None, la, err)
 
 
+@overload
+def listen(network: Literal["tcp", "tcp4", "tcp6"], address: str) -> TCPListener: ...
+@overload
+def listen(network: Literal["unix", "unixpacket"], address: str) -> UnixListener: ...
+@overload
+def listen(network: str, address: str) -> TCPListener | UnixListener: ...
+
+
 def listen(network: str, address: str) -> TCPListener | UnixListener:
     """Listen with default options (Go's ``net.Listen``)."""
     return ListenConfig().listen(network, address)
+
+
+@overload
+def listen_packet(network: Literal["udp", "udp4", "udp6"], address: str) -> UDPConn: ...
+@overload
+def listen_packet(network: Literal["unixgram"], address: str) -> UnixConn: ...
+@overload
+def listen_packet(network: str, address: str) -> UDPConn | UnixConn: ...
 
 
 def listen_packet(network: str, address: str) -> UDPConn | UnixConn:

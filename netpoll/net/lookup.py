@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import socket as _socket
 import threading
+import time
 from typing import Any
 
 from netpoll.net.addr import (
@@ -218,10 +219,41 @@ def first_ipv4(addrs: list[Addr]) -> Addr:
     return addrs[0]
 
 
+def lookup_host(host: str, timeout: float | None = None) -> list[str]:
+    """The addresses of ``host`` as text (Go's ``net.LookupHost``).
+
+    An IP literal is returned as is (canonical form); a name goes through
+    ``getaddrinfo``, in a worker thread bounded by ``timeout`` when one is
+    given.  Raises :class:`DNSError` ("lookup nosuch.invalid: no such host").
+    """
+    ctx = DialContext(time.time() + timeout) if timeout is not None else None
+    try:
+        return [f"{ip}%{zone}" if zone else ip for ip, zone in lookup_ip(host, ctx)]
+    finally:
+        if ctx is not None:
+            ctx.release()
+
+
+def lookup_port(network: str, service: str) -> int:
+    """The port number of ``service`` on ``network`` (Go's ``net.LookupPort``).
+
+    ``"80"`` → 80, ``"http"`` → 80 (from the services database for "tcp" or
+    "udp").  Raises :class:`AddrError` ("invalid port") or :class:`DNSError`
+    ("unknown port").
+    """
+    if network not in TCP_NETWORKS + UDP_NETWORKS + ("ip", "ip4", "ip6", ""):
+        from netpoll.net.errors import UnknownNetworkError
+
+        raise UnknownNetworkError(network)
+    return parse_port(network or "tcp", service)
+
+
 __all__ = [
     "first_ipv4",
     "internet_addr_list",
+    "lookup_host",
     "lookup_ip",
+    "lookup_port",
     "resolve_addr_list",
     "resolve_tcp_addr",
     "resolve_udp_addr",

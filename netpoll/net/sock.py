@@ -27,6 +27,7 @@ from typing import Any
 
 from netpoll.core.errors import DeadlineExceededError, NetClosingError
 from netpoll.core.fd import FD
+from netpoll.core.hookspecs import MODE_R, MODE_W
 from netpoll.core.runtime import runtime
 from netpoll.net.addr import (
     UNIX_NETWORKS,
@@ -35,7 +36,7 @@ from netpoll.net.addr import (
     sockaddr_to_addr,
 )
 from netpoll.net.context import DialContext
-from netpoll.net.errors import with_syscall
+from netpoll.net.errors import op_error, with_syscall
 
 _table = runtime.table
 
@@ -82,19 +83,24 @@ def _read_backlog(path: str = "/proc/sys/net/core/somaxconn") -> int:
 
 
 class RawConn:
-    """Access to the raw descriptor (Go's ``syscall.RawConn``).
+    """Access to the raw descriptor (Go's ``syscall.RawConn``, ``net/rawconn.go``).
 
     :meth:`control` runs ``fn(fileno)`` while the descriptor is held open, so
-    a concurrent close cannot reuse the number under it.  Handed to
+    a concurrent close cannot reuse the number under it.  :meth:`read` and
+    :meth:`write` call ``fn(fileno)`` until it reports done, parking on the
+    poller in between under the conn's deadlines: the way to run system
+    calls netpoll does not wrap (``recvmsg``/``sendmsg`` with ancillary data,
+    ``SCM_RIGHTS``, credentials) without a busy loop.  Handed to
     ``control`` callbacks of :class:`~netpoll.net.dial.Dialer` and
     :class:`~netpoll.net.listen.ListenConfig`, and returned by
     ``Conn.syscall_conn()``.
     """
 
-    __slots__ = ("_fd",)
+    __slots__ = ("_fd", "_nfd")
 
-    def __init__(self, fd: FD) -> None:
+    def __init__(self, fd: FD, nfd: NetFD | None = None) -> None:
         self._fd = fd
+        self._nfd = nfd
 
     def control(self, fn: Callable[[int], Any]) -> None:
         """Call ``fn(fileno)``; raises ErrClosed-like OSError if closed."""
@@ -103,6 +109,45 @@ class RawConn:
             fn(self._fd.sysfd)
         finally:
             self._fd.decref()
+
+    def read(self, fn: Callable[[int], bool]) -> None:
+        """Call ``fn(fileno)`` until it returns True, parking until readable in between.
+
+        Go's ``RawConn.Read``: ``fn`` tries a non-blocking call and returns
+        False when it got ``EAGAIN``; the read lock is held throughout, the
+        read deadline bounds the wait (an OpError that is a
+        :class:`TimeoutError`) and a close from another thread ends it
+        (ErrClosed).  Exceptions raised by ``fn`` propagate unchanged.
+        """
+        self._raw("raw-read", MODE_R, fn)
+
+    def write(self, fn: Callable[[int], bool]) -> None:
+        """Call ``fn(fileno)`` until it returns True, parking until writable in between.
+
+        Go's ``RawConn.Write``; see :meth:`read` (the write lock and the
+        write deadline apply).
+        """
+        self._raw("raw-write", MODE_W, fn)
+
+    def _raw(self, op: str, mode: int, fn: Callable[[int], bool]) -> None:
+        failed: list[BaseException] = []
+
+        def call(sysfd: int) -> bool:
+            try:
+                return bool(fn(sysfd))
+            except BaseException as exc:
+                failed.append(exc)
+                raise
+
+        try:
+            self._fd.raw_io(mode, call)
+        except OSError as exc:
+            if failed and failed[0] is exc:
+                raise  # fn's own error: unchanged
+            nfd = self._nfd
+            if nfd is None:
+                raise
+            raise op_error(op, nfd.net, nfd.laddr, nfd.raddr, exc) from None
 
 
 class NetFD:

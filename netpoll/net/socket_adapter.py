@@ -1,0 +1,414 @@
+"""A :class:`socket.socket`-shaped adapter over a netpoll conn, and ``create_connection``.
+
+Go has no counterpart (Go code takes a ``net.Conn``); Python's stdlib and
+libraries take a socket.  :class:`ConnSocket` gives them the socket methods
+they call (``recv``, ``recv_into``, ``send``, ``sendall``, ``makefile``,
+``settimeout``/``gettimeout``/``setblocking``, ``setsockopt``/``getsockopt``,
+``getpeername``/``getsockname``, ``shutdown``, ``fileno``, ``close``,
+``detach``, ``family``/``type``/``proto``) on top of the conn's parking
+``readinto``/``write``, so :mod:`http.client`, :mod:`urllib`, ``smtplib``-style
+code and redis-py's connection run over netpoll.  :func:`create_connection`
+is :func:`socket.create_connection` on :class:`~netpoll.net.dial.Dialer`.
+
+How socket semantics map:
+
+* a timeout (``settimeout(t)``, ``t > 0``) becomes a deadline ``now + t``
+  set before each call (``sendall`` gets one for the whole call, as the
+  stdlib does); expiry raises the conn's OpError, which is a
+  :class:`TimeoutError` (= :class:`socket.timeout`);
+* ``settimeout(None)`` / ``setblocking(True)`` clear the deadlines;
+* ``setblocking(False)`` / ``settimeout(0)``: each call tries the system call
+  once and raises :class:`BlockingIOError` on ``EAGAIN`` (plain conns only:
+  over TLS non-blocking mode raises :class:`ValueError`);
+* ``makefile`` returns the stdlib's :class:`socket.SocketIO` over the adapter,
+  and ``close`` waits for those files to be closed too, like a socket.
+
+What it does not do: ``recv``/``send`` flags other than 0, ``sendmsg``/
+``recvmsg`` (use ``conn.syscall_conn().read/write`` for those), ``dup``,
+``accept``/``bind``/``listen``/``connect`` (it is a connected stream).
+``ssl.SSLContext.wrap_socket(adapter)`` works by *taking the descriptor over*
+(``detach``): the result is an ordinary stdlib :class:`ssl.SSLSocket` doing
+its own blocking I/O, outside netpoll; for TLS on netpoll's parking I/O use
+``netpoll.tls.client(conn, ctx).as_socket()`` or ``netpoll.tls.wrap_socket``.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import socket as _socket
+import threading
+import time
+from typing import Any
+
+from netpoll.net.addr import TCPAddr, UnixAddr, join_host_port
+
+__all__ = ["ConnSocket", "create_connection", "wrap_tls"]
+
+
+def _net_conn(conn: Any) -> Any:
+    """The plain netpoll conn under ``conn`` (through TLS layers), or None."""
+    seen = 0
+    while conn is not None and getattr(conn, "_nfd", None) is None and seen < 16:
+        inner = getattr(conn, "net_conn", None)
+        conn = inner() if inner is not None else None
+        seen += 1
+    return conn
+
+
+def _ebadf() -> OSError:
+    return OSError(errno.EBADF, "Bad file descriptor")
+
+
+class ConnSocket:
+    """A connected stream "socket" whose I/O is a netpoll conn's (see the module doc).
+
+    Made by ``conn.as_socket()`` or :func:`create_connection`; owns the conn:
+    closing the adapter (and every file from :meth:`makefile`) closes it.
+    """
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self._base = _net_conn(conn)
+        self._timeout: float | None = None
+        self._deadlines_set = False
+        self._closed = False  # close() was called
+        self._dead = False  # the conn is closed or handed over
+        self._io_refs = 0
+        self._lock = threading.Lock()
+        nfd = getattr(self._base, "_nfd", None)
+        self.family: int = nfd.family if nfd is not None else _socket.AF_UNIX
+        self.type: int = nfd.sotype if nfd is not None else _socket.SOCK_STREAM
+        self.proto: int = 0
+
+    # -- the conn -------------------------------------------------------------------
+
+    def conn(self) -> Any:
+        """The netpoll conn this adapter reads and writes."""
+        return self._conn
+
+    def _check(self) -> None:
+        # Like a socket: after close() the file objects from makefile() keep
+        # working until they are closed too; only then is the conn gone.
+        if self._dead:
+            raise _ebadf()
+
+    # -- timeouts ---------------------------------------------------------------------
+
+    def settimeout(self, value: float | None) -> None:
+        """Per-call timeout in seconds (None: block; 0: non-blocking), as a socket's."""
+        if value is not None:
+            value = float(value)
+            if value < 0:
+                raise ValueError("Timeout value out of range")
+            if value == 0 and self._base is not self._conn:
+                raise ValueError("netpoll: non-blocking mode is not supported over TLS")
+        self._timeout = value
+        if value is None or value == 0:
+            self._clear_deadlines()
+
+    def gettimeout(self) -> float | None:
+        """The timeout set by :meth:`settimeout` (None: blocking)."""
+        return self._timeout
+
+    def setblocking(self, flag: bool) -> None:
+        """``True``: ``settimeout(None)``; ``False``: ``settimeout(0.0)``."""
+        self.settimeout(None if flag else 0.0)
+
+    def getblocking(self) -> bool:
+        """False only in non-blocking mode (timeout 0)."""
+        return self._timeout != 0.0
+
+    @property
+    def timeout(self) -> float | None:
+        """Same as :meth:`gettimeout`."""
+        return self._timeout
+
+    def _clear_deadlines(self) -> None:
+        if self._deadlines_set and not self._dead:
+            self._deadlines_set = False
+            try:
+                self._conn.set_deadline(None)
+            except OSError:
+                pass
+
+    def _arm(self, read: bool) -> None:
+        t = self._timeout
+        if t:
+            self._deadlines_set = True
+            d = time.time() + t
+            if read:
+                self._conn.set_read_deadline(d)
+            else:
+                self._conn.set_write_deadline(d)
+
+    def _nonblocking(self, call: Any, *args: Any) -> Any:
+        """One non-blocking attempt on the raw socket, with the descriptor held open."""
+        nfd = self._base._nfd
+        try:
+            nfd.fd.incref()
+        except OSError:
+            raise _ebadf() from None
+        try:
+            return call(nfd.sock, *args)
+        finally:
+            nfd.fd.decref()
+
+    # -- reads --------------------------------------------------------------------------
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        """Read into ``buffer`` (at most ``nbytes`` if given); 0 at EOF."""
+        self._check()
+        if flags:
+            raise ValueError("netpoll: recv flags are not supported")
+        view = memoryview(buffer).cast("B")
+        if nbytes:
+            view = view[:nbytes]
+        if self._timeout == 0.0:
+            return int(self._nonblocking(lambda s, v: s.recv_into(v), view))
+        self._arm(True)
+        return int(self._conn.readinto(view) or 0)
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        """Read up to ``bufsize`` bytes; ``b""`` at EOF."""
+        buf = bytearray(bufsize)
+        n = self.recv_into(buf, bufsize, flags)
+        del buf[n:]
+        return bytes(buf)
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        """Send ``data``; returns the bytes sent (all of them unless non-blocking)."""
+        self._check()
+        if flags:
+            raise ValueError("netpoll: send flags are not supported")
+        if self._timeout == 0.0:
+            return int(self._nonblocking(lambda s, d: s.send(d), data))
+        self._arm(False)
+        self._conn.write(data)
+        return memoryview(data).nbytes
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        """Send all of ``data``; the timeout bounds the whole call."""
+        if self._timeout == 0.0:
+            view = memoryview(data).cast("B")
+            while view:
+                view = view[self.send(view, flags) :]
+            return
+        self.send(data, flags)
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def makefile(
+        self,
+        mode: str = "r",
+        buffering: int | None = None,
+        *,
+        encoding: str | None = None,
+        errors: str | None = None,
+        newline: str | None = None,
+    ) -> Any:
+        """A file object over the adapter, as :meth:`socket.socket.makefile` makes."""
+        if not set(mode) <= {"r", "w", "b"}:
+            raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")
+        writing = "w" in mode
+        reading = "r" in mode or not writing
+        rawmode = ("r" if reading else "") + ("w" if writing else "")
+        raw = _socket.SocketIO(self, rawmode)  # type: ignore[arg-type]
+        self._io_refs += 1
+        if buffering is None:
+            buffering = -1
+        if buffering < 0:
+            buffering = io.DEFAULT_BUFFER_SIZE
+        if buffering == 0:
+            if "b" not in mode:
+                raise ValueError("unbuffered streams must be binary")
+            return raw
+        buffer: Any
+        if reading and writing:
+            buffer = io.BufferedRWPair(raw, raw, buffering)
+        elif reading:
+            buffer = io.BufferedReader(raw, buffering)
+        else:
+            buffer = io.BufferedWriter(raw, buffering)
+        if "b" in mode:
+            return buffer
+        text = io.TextIOWrapper(buffer, encoding, errors, newline)
+        text.mode = mode  # type: ignore[misc]
+        return text
+
+    def _decref_socketios(self) -> None:
+        # Called by SocketIO.close (the stdlib's protocol with socket.socket).
+        if self._io_refs > 0:
+            self._io_refs -= 1
+        if self._closed and self._io_refs <= 0:
+            self._real_close()
+
+    # -- socket options and addresses -----------------------------------------------------------
+
+    def _sock_call(self, fn: Any) -> Any:
+        self._check()
+        nfd = getattr(self._base, "_nfd", None)
+        if nfd is None:
+            raise OSError(errno.ENOTSOCK, "netpoll: this conn has no socket")
+        try:
+            nfd.fd.incref()
+        except OSError:
+            raise _ebadf() from None
+        try:
+            return fn(nfd.sock)
+        finally:
+            nfd.fd.decref()
+
+    def setsockopt(self, level: int, option: int, value: Any, optlen: int | None = None) -> None:
+        """setsockopt on the descriptor."""
+        if optlen is not None:
+            self._sock_call(lambda s: s.setsockopt(level, option, value, optlen))
+        else:
+            self._sock_call(lambda s: s.setsockopt(level, option, value))
+
+    def getsockopt(self, level: int, option: int, buflen: int = 0) -> Any:
+        """getsockopt on the descriptor."""
+        if buflen:
+            return self._sock_call(lambda s: s.getsockopt(level, option, buflen))
+        return self._sock_call(lambda s: s.getsockopt(level, option))
+
+    def getpeername(self) -> Any:
+        """The peer's address, in the socket module's form."""
+        return self._sock_call(lambda s: s.getpeername())
+
+    def getsockname(self) -> Any:
+        """The local address, in the socket module's form."""
+        return self._sock_call(lambda s: s.getsockname())
+
+    def fileno(self) -> int:
+        """The descriptor (-1 once closed)."""
+        if self._dead:
+            return -1
+        fileno = getattr(self._conn, "fileno", None)
+        return int(fileno()) if fileno is not None else -1
+
+    def shutdown(self, how: int) -> None:
+        """SHUT_WR: ``close_write`` (close_notify over TLS); SHUT_RD: ``close_read``."""
+        self._check()
+        if how in (_socket.SHUT_WR, _socket.SHUT_RDWR):
+            self._conn.close_write()
+        if how in (_socket.SHUT_RD, _socket.SHUT_RDWR):
+            close_read = getattr(self._conn, "close_read", None)
+            if close_read is not None:
+                close_read()
+
+    # -- close / detach ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close; the conn closes once every :meth:`makefile` file is closed too."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self._io_refs <= 0:
+            self._real_close()
+
+    def _real_close(self) -> None:
+        self._dead = True
+        self._conn.close()
+
+    def detach(self) -> int:
+        """Hand the descriptor over: netpoll lets go of it without closing it.
+
+        The number returned stays open and becomes the caller's (this is what
+        ``ssl.SSLContext.wrap_socket`` and ``socket.socket(fileno=...)`` do
+        with it).  Only for plain conns.
+        """
+        self._check()
+        if self._base is not self._conn:
+            raise ValueError("netpoll: cannot detach the descriptor under a TLS conn")
+        nfd = self._conn._nfd
+        fd = int(nfd.sock.detach())  # the socket object forgets it: closing it is a no-op
+        self._closed = self._dead = True
+        self._conn.close()  # unregisters from the poller; the fd stays open
+        os.set_blocking(fd, True)
+        return fd
+
+    def __enter__(self) -> ConnSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<ConnSocket over {self._conn!r}>"
+
+
+def _address_text(address: Any) -> tuple[str, str]:
+    """``(network, "host:port")`` for a socket-style address: a tuple, text or a path."""
+    if isinstance(address, tuple):
+        return "tcp", join_host_port(str(address[0]), address[1])
+    if isinstance(address, (TCPAddr, UnixAddr)):
+        return address.network(), str(address)
+    text = str(address)
+    if text.startswith("/") or text.startswith("@"):
+        return "unix", text
+    return "tcp", text
+
+
+def create_connection(
+    address: Any,
+    timeout: Any = None,
+    source_address: Any = None,
+) -> ConnSocket:
+    """Connect like :func:`socket.create_connection`, returning a netpoll-backed socket.
+
+    ``address`` is ``(host, port)``, ``"host:port"`` or a Unix path;
+    ``timeout`` bounds the connect and becomes the socket's timeout (the
+    stdlib's "global default" sentinel means :func:`socket.getdefaulttimeout`);
+    ``source_address`` is ``(host, port)`` to bind first.  Errors are the
+    dial's OpErrors (``ConnectionRefusedError``, ``TimeoutError`` ...).
+    """
+    from netpoll.net.dial import Dialer
+
+    if timeout is _socket._GLOBAL_DEFAULT_TIMEOUT:  # type: ignore[attr-defined]
+        timeout = _socket.getdefaulttimeout()
+    network, text = _address_text(address)
+    local = None
+    if source_address is not None:
+        local = join_host_port(str(source_address[0]), source_address[1])
+    conn = Dialer(timeout=timeout, local_addr=local).dial(network, text)
+    sock = ConnSocket(conn)
+    if timeout is not None:
+        sock.settimeout(timeout)
+    return sock
+
+
+def wrap_tls(
+    sock: ConnSocket,
+    context: Any = None,
+    *,
+    server_side: bool = False,
+    server_hostname: str | None = None,
+    do_handshake_on_connect: bool = True,
+) -> ConnSocket:
+    """``context.wrap_socket`` for an adapter, on netpoll's parking I/O.
+
+    Returns a new adapter over a :class:`netpoll.tls.TLSConn` wrapping
+    ``sock``'s conn (which it now owns); the timeout carries over and bounds
+    the handshake.
+    """
+    from netpoll import tls
+
+    conn = sock.conn()
+    tconn = tls.server(conn, context) if server_side else tls.client(conn, context, server_hostname)
+    out = ConnSocket(tconn)
+    out._timeout = sock._timeout if sock._timeout != 0.0 else None
+    sock._closed = sock._dead = True  # ownership moved
+    if do_handshake_on_connect:
+        try:
+            out._arm(True)
+            out._arm(False)
+            tconn.handshake()
+        except BaseException:
+            tconn.close()
+            raise
+    return out

@@ -1,0 +1,485 @@
+"""netpoll.tls against real peers: itself, stdlib ssl, openssl s_server/s_client, curl.
+
+Also: ALPN, SNI and certificate details in connection_state; clear errors for
+a wrong hostname, an expired certificate and a plain-TCP peer; deadlines on
+the handshake, reads, writes and close; close from another thread; a TLS
+listener that survives a failed handshake; TLS over netpoll.pipe; and faults
+injected mid-handshake (reset, short writes, EAGAIN storms, spurious wakeups).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import netpoll
+from netpoll import tls
+from netpoll.testing import Faults, on_thread
+from tests.tls_helpers import (
+    CURL,
+    PEER_TIMEOUT,
+    Certs,
+    certs,
+    needs_curl,
+    needs_openssl,
+    openssl_server,
+    spawn,
+    start,
+    stdlib_tls_server,
+)
+
+
+@pytest.fixture(scope="module")
+def pki() -> Iterator[Certs]:
+    with certs() as c:
+        yield c
+
+
+def _echo_once(ln: tls.TLSListener) -> bytes:
+    """Accept one TLS conn, echo until EOF, return what was read."""
+    conn = ln.accept()
+    got = bytearray()
+    with conn:
+        conn.set_deadline(time.time() + PEER_TIMEOUT)
+        buf = bytearray(65536)
+        while n := conn.readinto(buf):
+            got += buf[:n]
+            conn.write(memoryview(buf)[:n])
+    return bytes(got)
+
+
+# -- netpoll <-> netpoll, state -------------------------------------------------------
+
+
+def test_roundtrip_and_connection_state(backend: str, pki: Certs) -> None:
+    sctx = pki.server_context(alpn=["h2", "http/1.1"])
+    with tls.listen("tcp", "127.0.0.1:0", sctx) as ln:
+        states: list[tls.ConnectionState] = []
+
+        def serve() -> None:
+            conn = ln.accept()
+            with conn:
+                conn.handshake()
+                states.append(conn.connection_state())
+                conn.write(conn.read(5).upper())
+
+        t = start(serve)
+        addr = f"localhost:{ln.addr().port}"
+        with tls.dial("tcp", addr, pki.client_context(alpn=["http/1.1"]), timeout=5) as c:
+            c.write(b"hello")
+            assert c.read(5) == b"HELLO"
+            st = c.connection_state()
+        t.join_result()
+    assert st.handshake_complete and st.version in ("TLSv1.2", "TLSv1.3")
+    assert st.negotiated_protocol == "http/1.1"
+    assert st.server_name == "localhost"
+    assert ("DNS", "localhost") in st.peer_certificate["subjectAltName"]
+    assert st.peer_certificate_der and st.cipher_suite
+    srv = states[0]
+    assert srv.server_name == "localhost"  # the SNI the client sent
+    assert srv.negotiated_protocol == "http/1.1"
+    assert srv.version == st.version and srv.cipher_suite == st.cipher_suite
+
+
+def test_bulk_both_ways_with_close_write(backend: str, pki: Certs) -> None:
+    """8 MiB each way at once; close_write (close_notify) ends the peer's reads."""
+    payload = bytes(range(256)) * (32 * 1024)
+    with tls.listen("tcp", "127.0.0.1:0", pki.server_context()) as ln:
+        t = start(lambda: _echo_once(ln))
+        c = tls.dial("tcp", str(ln.addr()), pki.client_context(), server_hostname="localhost")
+        with c:
+
+            def send() -> None:
+                c.write(payload)
+                c.close_write()
+                with pytest.raises(netpoll.OpError, match="tls: protocol is shutdown"):
+                    c.write(b"more")
+
+            w = start(send)
+            got = c.readall()
+            w.join_result()
+        assert t.join_result() == payload
+    assert got == payload
+
+
+def test_tls_over_pipe(pki: Certs) -> None:
+    """TLS on the in-memory pipe: no sockets at all.
+
+    net.Pipe has no buffer, so (as with Go's crypto/tls on net.Pipe) each
+    side must be reading while the other writes: TLS 1.3 session tickets
+    follow the handshake, so the client reads in one thread and writes in
+    another.
+    """
+    a, b = netpoll.pipe()
+    for end in (a, b):
+        end.set_deadline(time.time() + PEER_TIMEOUT)
+    srv = tls.server(b, pki.server_context())
+    cli = tls.client(a, pki.client_context(), "localhost")
+
+    def serve() -> None:
+        srv.write(srv.read(4).upper())
+        srv.close()
+
+    t = start(serve)
+    w = start(lambda: cli.write(b"pipe"))
+    assert cli.read(4) == b"PIPE"
+    assert cli.read(1) == b""  # the server's close_notify
+    w.join_result()
+    t.join_result()
+    cli.close()
+    assert cli.closed and srv.closed
+
+
+# -- stdlib ssl peers -------------------------------------------------------------------
+
+
+def test_stdlib_ssl_client_to_netpoll_server(backend: str, pki: Certs) -> None:
+    with tls.listen("tcp", "127.0.0.1:0", pki.server_context()) as ln:
+        t = start(lambda: _echo_once(ln))
+        raw = socket.create_connection(("127.0.0.1", ln.addr().port), timeout=PEER_TIMEOUT)
+        with pki.client_context().wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(b"x" * 100_000)
+            got = b""
+            while len(got) < 100_000:
+                got += s.recv(65536)
+            assert got == b"x" * 100_000
+            s.unwrap().close()  # close_notify: the netpoll side reads EOF
+        assert t.join_result() == b"x" * 100_000
+
+
+def test_netpoll_client_to_stdlib_ssl_server(backend: str, pki: Certs) -> None:
+    def handler(s: ssl.SSLSocket) -> bytes:
+        data = s.recv(100)
+        s.sendall(data[::-1])
+        return data
+
+    port, t, _ = stdlib_tls_server(pki.server_context(), handler)
+    with tls.dial("tcp", f"localhost:{port}", pki.client_context(), timeout=5) as c:
+        c.write(b"stressed")
+        assert c.read(8) == b"desserts"
+    assert t.join_result() == b"stressed"
+
+
+# -- openssl and curl ----------------------------------------------------------------------
+
+
+@needs_openssl
+def test_client_against_openssl_s_server(backend: str, pki: Certs) -> None:
+    with openssl_server(pki, "-rev", "-alpn", "h2,http/1.1") as (port, _proc):
+        ctx = pki.client_context(alpn=["http/1.1"])
+        with tls.dial("tcp", f"localhost:{port}", ctx, timeout=5) as c:
+            c.set_deadline(time.time() + PEER_TIMEOUT)
+            assert c.connection_state().negotiated_protocol == "http/1.1"
+            c.write(b"netpoll\n")
+            got = b""
+            while b"llopten" not in got:
+                chunk = c.read(100)
+                assert chunk, f"EOF before the reply: {got!r}"
+                got += chunk
+
+
+@needs_openssl
+def test_openssl_s_client_alpn_against_netpoll_server(backend: str, pki: Certs) -> None:
+    sctx = pki.server_context(alpn=["h2", "http/1.1"])
+    with tls.listen("tcp", "127.0.0.1:0", sctx) as ln:
+        states: list[tls.ConnectionState] = []
+
+        def serve() -> None:
+            conn = ln.accept()
+            with conn:
+                conn.set_deadline(time.time() + PEER_TIMEOUT)
+                line = conn.read(64)
+                states.append(conn.connection_state())
+                conn.write(b"got " + line)
+
+        t = start(serve)
+        args = [
+            "openssl", "s_client", "-connect", f"127.0.0.1:{ln.addr().port}",
+            "-servername", "localhost", "-CAfile", str(pki.ca_pem),
+            "-verify_return_error", "-alpn", "http/1.1", "-ign_eof",
+        ]  # fmt: skip
+        with spawn(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as proc:
+            out, _ = proc.communicate(b"hello\n", timeout=PEER_TIMEOUT)
+        t.join_result()
+    assert proc.returncode == 0, out.decode(errors="replace")
+    assert b"ALPN protocol: http/1.1" in out
+    assert b"Verify return code: 0 (ok)" in out
+    assert b"got hello" in out
+    assert states[0].negotiated_protocol == "http/1.1"
+    assert states[0].server_name == "localhost"
+
+
+@needs_curl
+def test_curl_against_netpoll_https_server(backend: str, pki: Certs) -> None:
+    with tls.listen("tcp", "127.0.0.1:0", pki.server_context(alpn=["http/1.1"])) as ln:
+
+        def serve() -> bytes:
+            conn = ln.accept()
+            with conn:
+                conn.set_deadline(time.time() + PEER_TIMEOUT)
+                req = b""
+                while b"\r\n\r\n" not in req:
+                    chunk = conn.read(4096)
+                    assert chunk
+                    req += chunk
+                body = b"hello from netpoll.tls\n"
+                conn.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                    % (len(body), body)
+                )
+            return req
+
+        t = start(serve)
+        assert CURL is not None
+        url = f"https://localhost:{ln.addr().port}/path"
+        res = subprocess.run(
+            [CURL, "-sS", "--max-time", "10", "--cacert", str(pki.ca_pem), url],
+            capture_output=True,
+            timeout=PEER_TIMEOUT + 5,
+        )
+        req = t.join_result()
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == b"hello from netpoll.tls\n"
+    assert req.startswith(b"GET /path HTTP/1.1\r\n")
+
+
+# -- clear errors ------------------------------------------------------------------------------
+
+
+def _failing_server(ln: tls.TLSListener) -> BaseException | None:
+    conn = ln.accept()
+    with conn:
+        conn.set_deadline(time.time() + PEER_TIMEOUT)
+        try:
+            conn.handshake()
+        except OSError as exc:
+            return exc
+    return None
+
+
+def test_wrong_hostname(backend: str, pki: Certs) -> None:
+    with tls.listen("tcp", "127.0.0.1:0", pki.server_context()) as ln:
+        t = start(lambda: _failing_server(ln))
+        with pytest.raises(ssl.SSLCertVerificationError) as info:
+            tls.dial("tcp", str(ln.addr()), pki.client_context(), server_hostname="wrong.example")
+        server_err = t.join_result()
+    err = info.value
+    assert isinstance(err, netpoll.OpError) and err.op == "handshake"
+    assert "CERTIFICATE_VERIFY_FAILED" in str(err) and "Hostname mismatch" in str(err)
+    assert str(err).startswith("handshake tcp 127.0.0.1:")
+    assert isinstance(server_err, ssl.SSLError) and "ALERT_BAD_CERTIFICATE" in str(server_err)
+
+
+def test_expired_certificate(backend: str, pki: Certs) -> None:
+    with tls.listen("tcp", "127.0.0.1:0", pki.expired_server_context()) as ln:
+        t = start(lambda: _failing_server(ln))
+        with pytest.raises(ssl.SSLCertVerificationError, match="certificate has expired"):
+            tls.dial("tcp", f"localhost:{ln.addr().port}", pki.client_context(), timeout=5)
+        t.join_result()
+
+
+def test_plain_tcp_peer(backend: str, pki: Certs) -> None:
+    """A server that answers in plain text: the TLS client fails clearly, at once."""
+    with netpoll.listen("tcp", "127.0.0.1:0") as ln:
+
+        def serve() -> None:
+            with ln.accept() as conn:
+                conn.set_deadline(time.time() + PEER_TIMEOUT)
+                conn.read(1)
+                conn.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+                conn.read(1)
+
+        t = start(serve)
+        with pytest.raises(ssl.SSLError, match=r"WRONG_VERSION_NUMBER|record layer failure"):
+            tls.dial("tcp", f"localhost:{ln.addr().port}", pki.client_context(), timeout=5)
+        t.join_result()
+
+
+def test_failed_handshakes_never_stop_the_listener(backend: str, pki: Certs) -> None:
+    """A plain-TCP client, a client that distrusts us, then a good one: all served."""
+    with tls.listen("tcp", "127.0.0.1:0", pki.server_context()) as ln:
+        outcomes: list[str] = []
+        handlers: list[threading.Thread] = []
+
+        def handle(conn: tls.TLSConn) -> None:
+            with conn:
+                conn.set_deadline(time.time() + PEER_TIMEOUT)
+                try:
+                    conn.write(conn.read(2))
+                    outcomes.append("ok")
+                except OSError as exc:
+                    outcomes.append(f"failed: {exc.__class__.__mro__[2].__name__}")
+
+        def accept_loop() -> None:
+            for _ in range(3):
+                conn = ln.accept()
+                h = threading.Thread(target=handle, args=(conn,))
+                h.start()
+                handlers.append(h)
+
+        t = start(accept_loop)
+        with socket.create_connection(("127.0.0.1", ln.addr().port), timeout=5) as plain:
+            plain.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            plain.recv(100)
+        with pytest.raises(ssl.SSLCertVerificationError):
+            tls.dial("tcp", str(ln.addr()), ssl.create_default_context(), timeout=5)
+        with tls.dial("tcp", f"localhost:{ln.addr().port}", pki.client_context(), timeout=5) as c:
+            c.write(b"ok")
+            assert c.read(2) == b"ok"
+        t.join_result()
+        for h in handlers:
+            h.join(PEER_TIMEOUT)
+    assert sorted(outcomes)[-1] == "ok" and len(outcomes) == 3
+    assert outcomes.count("ok") == 1
+
+
+# -- deadlines and close -----------------------------------------------------------------------
+
+
+def test_handshake_bounded_by_dial_timeout(backend: str, pki: Certs) -> None:
+    """A server that accepts but never speaks TLS: the dial timeout ends the handshake."""
+    with netpoll.listen("tcp", "127.0.0.1:0") as ln:
+        t = start(ln.accept)
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError) as info:
+            tls.dial("tcp", f"localhost:{ln.addr().port}", pki.client_context(), timeout=0.3)
+        elapsed = time.monotonic() - t0
+        t.join_result().close()
+    assert isinstance(info.value, netpoll.OpError) and info.value.op == "handshake"
+    assert "i/o timeout" in str(info.value)
+    assert 0.25 <= elapsed < 5.0
+
+
+def test_read_and_write_deadlines(backend: str, pki: Certs) -> None:
+    with tls.listen("tcp", "127.0.0.1:0", pki.server_context()) as ln:
+        release = threading.Event()
+
+        def serve() -> None:
+            with ln.accept() as conn:
+                conn.handshake()
+                release.wait(PEER_TIMEOUT)  # never reads: the client's writes fill up
+
+        t = start(serve)
+        with tls.dial("tcp", f"localhost:{ln.addr().port}", pki.client_context(), timeout=5) as c:
+            c.set_read_deadline(time.time() + 0.2)
+            with pytest.raises(TimeoutError) as rinfo:
+                c.read(1)
+            assert rinfo.value.op == "read"  # type: ignore[attr-defined]
+            c.set_write_deadline(time.time() + 0.3)
+            t0 = time.monotonic()
+            with pytest.raises(TimeoutError) as winfo:
+                c.write(b"z" * (64 << 20))
+            assert time.monotonic() - t0 < 5.0
+            assert winfo.value.op == "write"  # type: ignore[attr-defined]
+            # The close_notify in close() is bounded too (write deadline in the past).
+            t1 = time.monotonic()
+            c.close()
+            assert time.monotonic() - t1 < 5.5
+        release.set()
+        t.join_result()
+
+
+def test_close_from_another_thread_wakes_parked_read_and_write(backend: str, pki: Certs) -> None:
+    with tls.listen("tcp", "127.0.0.1:0", pki.server_context()) as ln:
+        release = threading.Event()
+
+        def serve() -> None:
+            with ln.accept() as conn:
+                conn.handshake()
+                release.wait(PEER_TIMEOUT)
+
+        t = start(serve)
+        c = tls.dial("tcp", f"localhost:{ln.addr().port}", pki.client_context(), timeout=5)
+        reader = start(lambda: c.read(1))
+        writer = start(lambda: c.write(b"w" * (64 << 20)))
+        time.sleep(0.2)
+        assert reader.is_alive() and writer.is_alive()
+        c.close()
+        for th in (reader, writer):
+            with pytest.raises(netpoll.ErrClosed):
+                th.join_result()
+        with pytest.raises(netpoll.ErrClosed):
+            c.read(1)
+        release.set()
+        t.join_result()
+
+
+# -- faults mid-handshake ----------------------------------------------------------------------
+
+
+def _serve_handshake(ln: tls.TLSListener) -> BaseException | None:
+    conn = ln.accept()
+    with conn:
+        conn.set_deadline(time.time() + PEER_TIMEOUT)
+        try:
+            conn.write(conn.read(5))
+        except OSError as exc:
+            return exc
+    return None
+
+
+def test_reset_mid_handshake(backend: str, pki: Certs) -> None:
+    with Faults() as faults:
+        with tls.listen("tcp", "127.0.0.1:0", pki.server_context()) as ln:
+            t = start(lambda: _serve_handshake(ln))
+            faults.reset_after(40, where=on_thread())  # inside the server's first flight
+            with pytest.raises(ConnectionResetError) as info:
+                tls.dial("tcp", f"localhost:{ln.addr().port}", pki.client_context(), timeout=5)
+            server_err = t.join_result()
+        assert not faults.switch.sockets(), faults.switch.leak_report()
+    assert server_err is not None  # the server saw the client go away mid-handshake
+    assert info.value.op == "handshake"  # type: ignore[attr-defined]
+    assert "connection reset" in str(info.value)
+
+
+@pytest.mark.parametrize("fault", ["short_writes", "eagain_storm", "spurious_wakeups"])
+def test_handshake_survives_faults(backend: str, pki: Certs, fault: str) -> None:
+    with Faults() as faults:
+        if fault == "short_writes":
+            rule = faults.short("write", 7)
+        elif fault == "eagain_storm":
+            rule = faults.eagain(["read", "write"], times=60)
+        else:
+            rule = faults.spurious_wakeups(0.5)
+        with tls.listen("tcp", "127.0.0.1:0", pki.server_context()) as ln:
+            t = start(lambda: _serve_handshake(ln))
+            addr = f"localhost:{ln.addr().port}"
+            with tls.dial("tcp", addr, pki.client_context(), timeout=5) as c:
+                c.write(b"fault")
+                assert c.read(5) == b"fault"
+            assert t.join_result() is None
+        assert rule.fired > 0
+        rule.remove()
+        assert not faults.switch.sockets(), faults.switch.leak_report()
+
+
+def test_short_writes_on_both_sides_keep_records_intact(backend: str, pki: Certs) -> None:
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    with Faults() as faults, tls.listen("tcp", "127.0.0.1:0", pki.server_context()) as ln:
+        faults.short("write", 1000)
+        faults.short("read", 999)
+        t = start(lambda: _echo_once(ln))
+        with tls.dial("tcp", f"localhost:{ln.addr().port}", pki.client_context(), timeout=5) as c:
+            w = start(lambda: (c.write(payload), c.close_write()))
+            got = c.readall()
+            w.join_result()
+        assert t.join_result() == payload
+    assert got == payload
+
+
+def test_write_failure_is_an_op_error(backend: str, pki: Certs) -> None:
+    with Faults() as faults, tls.listen("tcp", "127.0.0.1:0", pki.server_context()) as ln:
+        t = start(lambda: _serve_handshake(ln))
+        with tls.dial("tcp", f"localhost:{ln.addr().port}", pki.client_context(), timeout=5) as c:
+            faults.fail("write", errno.EPIPE, where=on_thread())
+            with pytest.raises(BrokenPipeError) as info:
+                c.write(b"x")
+            assert info.value.op == "write"  # type: ignore[attr-defined]
+        t.join_result()
