@@ -45,6 +45,9 @@ _BOTH_G_KINDS = {
     "test_net_timeout",
     "test_faults",
     "test_faults_go",
+    "test_tls",
+    "test_pipe",
+    "test_socket_adapter",
 }
 
 

@@ -25,6 +25,7 @@ import pytest
 
 import netpoll
 from netpoll import Chan, ChanClosed, Mutex, RecvCase, Selected, SendCase, WaitGroup, select
+from netpoll.core.runtime import runtime
 from netpoll.core.sched import current_goroutine
 
 KINDS = pytest.mark.parametrize(
@@ -37,6 +38,17 @@ JOIN = 10.0
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _thread_poller() -> None:
+    """Create the process's thread poller before the leak check looks.
+
+    It lives for good once a thread has parked (like the background M the
+    leak check starts itself); run alone, this module's first park would
+    otherwise count its fd as a leak.
+    """
+    runtime.thread_poller()
 
 
 class Peer:
