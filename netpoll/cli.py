@@ -7,9 +7,9 @@ Installed as the ``netpoll`` console script and runnable as
   it works here (and why not), the backend that would be chosen and by what
   (``NETPOLL_BACKEND``, or the default order), the listen backlog limit
   (somaxconn) and the open-file limit.
-* ``netpoll echo --listen HOST:PORT [--backend B]``: an echo server on netpoll's
-  public API (one thread per connection, as a user of the sync API writes
-  it), for trying netpoll with ``nc`` or any client.  It prints
+* ``netpoll echo --listen HOST:PORT [--backend B] [--goroutines]``: an echo server on netpoll's
+  public API (one thread, or goroutine, per connection, as a user of the
+  API writes it), for trying netpoll with ``nc`` or any client.  It prints
   ``listening on HOST:PORT`` (the bound address, so ``:0`` is usable) and stops
   cleanly on Ctrl-C or SIGTERM, exiting 0.
 * ``netpoll bench ...``: the benchmark engine, :mod:`netpoll.bench`, imported
@@ -252,22 +252,33 @@ def listen_address(text: str) -> str:
 
 
 class EchoServer:
-    """An echo server on netpoll's public API: an accept loop, a thread per conn.
+    """An echo server on netpoll's public API: an accept loop, a G per conn.
 
+    The Gs are threads, or with ``goroutines=True`` goroutines on a
+    background M (the same code: only how each one is started differs).
     :meth:`stop` may be called from any thread (the CLI calls it from its
     signal handler's wake-up): it closes the listener, which wakes the parked
     ``accept``, and every open conn, which wakes the parked reads and writes.
     """
 
-    def __init__(self, address: str, bufsize: int = 65536) -> None:
+    def __init__(self, address: str, bufsize: int = 65536, *, goroutines: bool = False) -> None:
         self.listener = netpoll.listen("tcp", address)
         self.bufsize = bufsize
+        self.goroutines = goroutines
         self.served = 0
         self._conns: set[Any] = set()
-        self._threads: set[threading.Thread] = set()
+        self._workers: set[Any] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._acceptor = threading.Thread(target=self._accept_loop, name="echo-accept", daemon=True)
+        self._acceptor: Any = None
+
+    def _spawn(self, fn: Any, *args: Any) -> Any:
+        """Start ``fn(*args)`` as a goroutine or a daemon thread; its handle (with join)."""
+        if self.goroutines:
+            return netpoll.go(fn, *args)
+        t = threading.Thread(target=fn, args=args, name="echo", daemon=True)
+        t.start()
+        return t
 
     @property
     def address(self) -> str:
@@ -275,8 +286,8 @@ class EchoServer:
         return str(self.listener.addr())
 
     def start(self) -> None:
-        """Start the accept loop in its own thread."""
-        self._acceptor.start()
+        """Start the accept loop in its own G."""
+        self._acceptor = self._spawn(self._accept_loop)
 
     def _accept_loop(self) -> None:
         backoff = 0.0
@@ -290,18 +301,19 @@ class EchoServer:
                 # Go's http.Server does, 5 ms doubling up to 1 s.
                 backoff = min(1.0, backoff * 2 or 0.005)
                 print(f"{PROG} echo: accept: {exc}; retrying in {backoff:g}s", file=sys.stderr)
-                time.sleep(backoff)
+                netpoll.sleep(backoff)
                 continue
             backoff = 0.0
-            t = threading.Thread(target=self._serve, args=(conn,), name="echo-conn", daemon=True)
             with self._lock:
                 if self._stopping.is_set():
                     conn.close()
                     return
                 self._conns.add(conn)
-                self._threads.add(t)
                 self.served += 1
-            t.start()
+            worker = self._spawn(self._serve, conn)
+            with self._lock:
+                if not _finished(worker):  # else _serve already left; nothing to join
+                    self._workers.add(worker)
 
     def _serve(self, conn: Any) -> None:
         buf = bytearray(self.bufsize)
@@ -316,9 +328,10 @@ class EchoServer:
             pass  # reset by the peer, or closed by stop(): the conn is done
         finally:
             conn.close()
+            me = netpoll.current_goroutine() or threading.current_thread()
             with self._lock:
                 self._conns.discard(conn)
-                self._threads.discard(threading.current_thread())
+                self._workers.discard(me)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Close the listener and every conn, and wait for their threads."""
@@ -326,21 +339,27 @@ class EchoServer:
         self.listener.close()
         with self._lock:
             conns = list(self._conns)
-            threads = list(self._threads)
         for conn in conns:
             conn.close()
         deadline = time.monotonic() + timeout
-        if self._acceptor.is_alive():
+        if self._acceptor is not None:
             self._acceptor.join(max(0.0, deadline - time.monotonic()))
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+        for w in list(self._workers):
+            w.join(max(0.0, deadline - time.monotonic()))
+
+
+def _finished(worker: Any) -> bool:
+    """True once a thread or goroutine handle has finished."""
+    if isinstance(worker, threading.Thread):
+        return not worker.is_alive()
+    return bool(worker.done())
 
 
 def cmd_echo(args: argparse.Namespace) -> int:
     """``netpoll echo``: serve until SIGINT/SIGTERM, then stop cleanly (exit 0)."""
     if args.backend:
         netpoll.use_backend(args.backend)
-    server = EchoServer(args.listen, bufsize=args.bufsize)
+    server = EchoServer(args.listen, bufsize=args.bufsize, goroutines=args.goroutines)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -349,8 +368,10 @@ def cmd_echo(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.start()
+        kind = "a goroutine" if args.goroutines else "a thread"
         print(
-            f"listening on {server.address} (backend {netpoll.backend_name()}); Ctrl-C to stop",
+            f"listening on {server.address} (backend {netpoll.backend_name()}, "
+            f"{kind} per connection); Ctrl-C to stop",
             flush=True,
         )
         while not stop.wait(0.5):
@@ -420,7 +441,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_echo = sub.add_parser(
         "echo",
         help="run an echo server on netpoll",
-        description="An echo server on netpoll (thread per connection). Ctrl-C stops it.",
+        description="An echo server on netpoll (a thread, or with --goroutines a goroutine, "
+        "per connection). Ctrl-C stops it.",
+    )
+    p_echo.add_argument(
+        "--goroutines",
+        "-g",
+        action="store_true",
+        help="serve each connection in a goroutine instead of a thread",
     )
     p_echo.add_argument(
         "--listen",

@@ -67,18 +67,19 @@ def test_json_run_is_well_formed(capsys: pytest.CaptureFixture[str]) -> None:
     assert doc["errors"] == []
     assert doc["meta"]["rounds"] == 1
     keys = [s["key"] for s in doc["scenarios"]]
-    assert keys == ["pingpong-c2", "connect", "idle", "bulk"]
+    assert keys == ["pingpong-c2", "deadline-c2", "connect", "idle", "bulk"]
     for sc in doc["scenarios"]:
         names = [s["name"] for s in sc["servers"]]
-        assert names == [f"netpoll[{netpoll.backend_name()}]", "threads", "asyncio"]
+        b = netpoll.backend_name()
+        assert names == [f"netpoll-g[{b}]", f"netpoll[{b}]", *KINDS[2:]]
         for s in sc["servers"]:
             assert s["errors"] == []
             assert len(s["rounds"]) == 1
             assert s["median"] is not None
             if sc["mode"] != "idle":  # RSS growth of 10 conns may round to 0
                 assert s["median"] > 0
-            if s["kind"] == "netpoll":
-                assert set(s["ratios"]) == {"threads", "asyncio"}
+            if s["kind"] in ("netpoll-g", "netpoll"):
+                assert set(s["ratios"]) == set(KINDS[2:])
         if sc["mode"] == "pingpong":
             for s in sc["servers"]:
                 assert s["p50_latency_s"] > 0 and s["p99_latency_s"] >= s["p50_latency_s"]
@@ -145,12 +146,21 @@ def bench_args(argv: list[str]) -> argparse.Namespace:
 
 def test_quick_and_full_plans() -> None:
     quick = bench.build_scenarios(bench_args([]))
-    assert [s.key for s in quick] == ["pingpong-c1", "pingpong-c100", "connect", "idle", "bulk"]
+    assert [s.key for s in quick] == [
+        "pingpong-c1",
+        "pingpong-c100",
+        "deadline-c100",
+        "connect",
+        "idle",
+        "bulk",
+    ]
+    assert next(s for s in quick if s.key == "deadline-c100").deadline > 0
     full = bench.build_scenarios(bench_args(["--full"]))
     assert [s.key for s in full] == [
         "pingpong-c1",
         "pingpong-c100",
         "pingpong-c1000",
+        "deadline-c100",
         "connect",
         "idle",
         "bulk",
@@ -161,7 +171,7 @@ def test_quick_and_full_plans() -> None:
     assert by_key["connect"].conns == 50
     assert all(s.size == 64 for s in full if s.mode != "bulk")
     custom = bench.build_scenarios(bench_args(["--full", "--conns", "7", "--idle", "3"]))
-    assert [s.conns for s in custom if s.mode in ("pingpong", "idle")] == [7, 3]
+    assert [s.conns for s in custom if s.mode in ("pingpong", "idle")] == [7, 7, 3]
 
 
 def test_parse_size() -> None:

@@ -78,6 +78,8 @@ class EchoProcess:
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.stdout: list[str] = []
+        #: "a thread" or "a goroutine", from the ``listening on`` line.
+        self.per_connection = ""
         self.stderr: list[str] = []
         self._readers = [
             threading.Thread(target=self._read_stdout, daemon=True),
@@ -111,8 +113,9 @@ class EchoProcess:
                 continue
             if line is None:
                 raise AssertionError(f"echo exited early: {self.finish()}")
-            m = re.search(r"listening on (\S+):(\d+) \(backend (\S+)\)", line)
+            m = re.search(r"listening on (\S+):(\d+) \(backend (\w+), (.+) per connection\)", line)
             if m:
+                self.per_connection = m.group(4)
                 return m.group(1), int(m.group(2)), m.group(3)
 
     def finish(self, timeout: float = EXIT_TIMEOUT) -> tuple[int, str, str]:
@@ -217,10 +220,16 @@ def test_info_with_an_unknown_env_backend_fails_clearly() -> None:
 # --------------------------------------------------------------------------
 
 
+#: ``netpoll echo`` flags for each kind of G per connection.
+G_FLAGS = {"threads": (), "goroutines": ("--goroutines",)}
+
+
+@pytest.mark.parametrize("gs", list(G_FLAGS))
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_echo_round_trip_then_signal_stops_cleanly(sig: signal.Signals) -> None:
-    with echo_server("--listen", "127.0.0.1:0") as echo:
+def test_echo_round_trip_then_signal_stops_cleanly(sig: signal.Signals, gs: str) -> None:
+    with echo_server("--listen", "127.0.0.1:0", *G_FLAGS[gs]) as echo:
         host, port, backend = echo.wait_listening()
+        assert echo.per_connection == ("a goroutine" if gs == "goroutines" else "a thread")
         assert host == "127.0.0.1" and port > 0
         expected = os.environ.get("NETPOLL_BACKEND", "").split(",")[0].strip()
         if expected:
@@ -247,8 +256,9 @@ def test_echo_round_trip_then_signal_stops_cleanly(sig: signal.Signals) -> None:
         s.bind((host, port))
 
 
-def test_echo_many_concurrent_clients() -> None:
-    with echo_server("--listen", "127.0.0.1:0") as echo:
+@pytest.mark.parametrize("gs", list(G_FLAGS))
+def test_echo_many_concurrent_clients(gs: str) -> None:
+    with echo_server("--listen", "127.0.0.1:0", *G_FLAGS[gs]) as echo:
         host, port, _ = echo.wait_listening()
         errors: list[BaseException] = []
 

@@ -42,9 +42,12 @@ import netpoll
 from netpoll.bench.procstat import pinning_plan, raise_nofile_limit
 from netpoll.bench.report import BASELINES, format_table, summarize, to_json
 from netpoll.bench.runner import BenchError, Measurement, Scenario, Server, run_all
-from netpoll.bench.server import KINDS
+from netpoll.bench.server import KINDS, NETPOLL_KINDS
 
-SCENARIOS = ("pingpong", "connect", "idle", "bulk")
+SCENARIOS = ("pingpong", "deadline", "connect", "idle", "bulk")
+
+#: The read deadline the deadline scenario sets per message, seconds.
+DEADLINE_SECONDS = 5.0
 
 #: (quick, full) defaults for the flags ``--full`` changes.
 DEFAULTS: dict[str, tuple[Any, Any]] = {
@@ -261,6 +264,25 @@ def build_scenarios(args: argparse.Namespace) -> list[Scenario]:
                         setup_timeout=30.0 + c / 50.0,
                     )
                 )
+        elif mode == "deadline":
+            # The ping-pong at the first connection count again, with every
+            # server setting a fresh read deadline per message: compare its
+            # p99 with the plain ping-pong row's.
+            counts = _setting(args, "conns")
+            c = 100 if 100 in counts else max(counts)
+            out.append(
+                Scenario(
+                    f"deadline-c{c}",
+                    f"ping-pong {size} B, C={c}, read deadline per msg",
+                    "pingpong",
+                    conns=c,
+                    size=size,
+                    seconds=seconds,
+                    warmup=warmup,
+                    setup_timeout=30.0 + c / 50.0,
+                    deadline=DEADLINE_SECONDS,
+                )
+            )
         elif mode == "connect":
             w = int(getattr(args, "workers", 50))
             out.append(
@@ -328,8 +350,8 @@ def _servers(args: argparse.Namespace) -> list[Server]:
         backends = [backend]
     servers: list[Server] = []
     for kind in getattr(args, "servers", None) or KINDS:
-        if kind == "netpoll":
-            servers += [Server("netpoll", b) for b in backends]
+        if kind in NETPOLL_KINDS:
+            servers += [Server(kind, b) for b in backends]
         else:
             servers.append(Server(kind))
     return servers

@@ -8,7 +8,10 @@ from typing import Any
 
 from netpoll.bench.runner import Measurement, Scenario, Server
 
-BASELINES = ("threads", "asyncio")
+#: The kinds every netpoll row is compared with (gevent when it ran).
+BASELINES = ("threads", "asyncio", "gevent")
+#: The kinds that are netpoll (and get ratio columns).
+NETPOLL_KINDS = ("netpoll-g", "netpoll")
 
 
 @dataclass
@@ -75,7 +78,7 @@ def summarize(measurements: list[Measurement]) -> list[Summary]:
                 s.extra["connect_errors"] = errs
     summaries = list(table.values())
     for s in summaries:
-        if s.server.kind != "netpoll" or s.median is None:
+        if s.server.kind not in NETPOLL_KINDS or s.median is None:
             continue
         for b in summaries:
             if b.scenario.key == s.scenario.key and b.server.kind in BASELINES and b.median:

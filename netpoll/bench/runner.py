@@ -68,6 +68,8 @@ class Scenario:
     hold: float = 0.5
     bufsize: int = 4096
     setup_timeout: float = 30.0
+    #: Servers bound each read by this many seconds, set per message (0: none).
+    deadline: float = 0.0
 
     @property
     def unit(self) -> str:
@@ -208,11 +210,13 @@ def _read_ready(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, int
 
 @contextmanager
 def running_server(
-    group: ProcessGroup, server: Server, bufsize: int, cpu: int | None
+    group: ProcessGroup, server: Server, bufsize: int, cpu: int | None, deadline: float = 0.0
 ) -> Iterator[tuple[subprocess.Popen[bytes], int, IO[bytes]]]:
     """Start ``server`` in its own process; yields (process, port, stderr file)."""
     argv = [sys.executable, "-m", "netpoll.bench.server", "--kind", server.kind]
     argv += ["--bufsize", str(bufsize)]
+    if deadline:
+        argv += ["--deadline", str(deadline)]
     if server.backend:
         argv += ["--backend", server.backend]
     if cpu is not None:
@@ -271,7 +275,11 @@ def measure(
     m = Measurement(scenario, server, rnd)
     server_cpu, client_cpu = pins if pins else (None, None)
     try:
-        with running_server(group, server, scenario.bufsize, server_cpu) as (proc, port, ef):
+        with running_server(group, server, scenario.bufsize, server_cpu, scenario.deadline) as (
+            proc,
+            port,
+            ef,
+        ):
             spec = scenario.client_spec()
             spec.update({"host": "127.0.0.1", "port": port, "server_pid": proc.pid})
             spec["cpu"] = client_cpu

@@ -1,13 +1,22 @@
 """The echo servers the benchmark compares, each run in its own process.
 
-Three servers, each written the way a user of that API would write it:
+The servers, each written the way a user of that API would write it:
 
+* ``netpoll-g``: netpoll's goroutines, ``netpoll.run`` with an accept loop
+  and ``netpoll.go`` per connection, running the same handler as ``netpoll``;
 * ``netpoll``: netpoll's public sync API, an accept loop and one thread per
   connection doing ``conn.readinto(buf)`` / ``conn.write(view[:n])``;
 * ``threads``: the same shape on stdlib blocking sockets
   (``recv_into`` / ``sendall``), TCP_NODELAY on as netpoll and asyncio do;
 * ``asyncio``: asyncio streams (``reader.read`` / ``writer.write`` +
-  ``drain``) on the default event loop.
+  ``drain``) on the default event loop;
+* ``gevent`` (listed only when gevent is installed): a greenlet per
+  connection on gevent's ``StreamServer``, the same loop on gevent sockets.
+
+With ``--deadline SECONDS`` every server bounds each read by that much time
+from now, set afresh per message (netpoll: ``set_read_deadline``; the
+others: their socket timeout), which is what a server with an idle timeout
+does.
 
 Run as ``python -m netpoll.bench.server --kind KIND [--backend B] [--cpu N]``:
 the process raises its open-file limit, optionally pins itself to one CPU,
@@ -20,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import signal
 import socket
@@ -31,8 +41,13 @@ from typing import Any
 
 from netpoll.bench.procstat import pin_to_cpu, raise_nofile_limit
 
-#: The server kinds, in the order the benchmark runs them.
-KINDS = ("netpoll", "threads", "asyncio")
+#: The server kinds, in the order the benchmark runs them (gevent if installed).
+KINDS: tuple[str, ...] = ("netpoll-g", "netpoll", "threads", "asyncio") + (
+    ("gevent",) if importlib.util.find_spec("gevent") is not None else ()
+)
+
+#: The kinds that run on netpoll (and so take a poller backend).
+NETPOLL_KINDS = ("netpoll-g", "netpoll")
 
 #: Listen backlog of the baseline servers: the kernel caps it at somaxconn,
 #: which is what netpoll (like Go) uses by default.
@@ -48,19 +63,16 @@ def _backoff(delay: float) -> float:
     return delay
 
 
-def serve_netpoll(bufsize: int, ready: Callable[[int], None], backend: str | None = None) -> None:
-    """Echo on netpoll's sync API, one thread per connection; never returns."""
-    import netpoll
-
-    if backend:
-        netpoll.use_backend(backend)
-    ln = netpoll.listen("tcp", f"{HOST}:0")
+def _netpoll_echo(bufsize: int, deadline: float) -> Callable[[Any], None]:
+    """The per-connection handler both netpoll servers run (threads or goroutines)."""
 
     def handle(conn: Any) -> None:
         buf = bytearray(bufsize)
         view = memoryview(buf)
         try:
             while True:
+                if deadline:
+                    conn.set_read_deadline(time.time() + deadline)
                 n = conn.readinto(buf)
                 if not n:
                     break
@@ -70,6 +82,19 @@ def serve_netpoll(bufsize: int, ready: Callable[[int], None], backend: str | Non
         finally:
             conn.close()
 
+    return handle
+
+
+def serve_netpoll(
+    bufsize: int, ready: Callable[[int], None], backend: str | None = None, deadline: float = 0.0
+) -> None:
+    """Echo on netpoll's sync API, one thread per connection; never returns."""
+    import netpoll
+
+    if backend:
+        netpoll.use_backend(backend)
+    ln = netpoll.listen("tcp", f"{HOST}:0")
+    handle = _netpoll_echo(bufsize, deadline)
     addr = ln.addr()
     assert isinstance(addr, netpoll.TCPAddr)
     ready(addr.port)
@@ -85,7 +110,64 @@ def serve_netpoll(bufsize: int, ready: Callable[[int], None], backend: str | Non
         threading.Thread(target=handle, args=(conn,), daemon=True).start()
 
 
-def serve_threads(bufsize: int, ready: Callable[[int], None]) -> None:
+def serve_netpoll_goroutines(
+    bufsize: int, ready: Callable[[int], None], backend: str | None = None, deadline: float = 0.0
+) -> None:
+    """Echo on netpoll goroutines, a G per connection; never returns."""
+    import netpoll
+
+    if backend:
+        netpoll.use_backend(backend)
+    handle = _netpoll_echo(bufsize, deadline)
+
+    def main() -> None:
+        ln = netpoll.listen("tcp", f"{HOST}:0")
+        addr = ln.addr()
+        assert isinstance(addr, netpoll.TCPAddr)
+        ready(addr.port)
+        delay = 0.0
+        while True:
+            try:
+                conn = ln.accept()
+            except OSError as exc:
+                print(f"netpoll-g server: accept: {exc}", file=sys.stderr, flush=True)
+                delay = min(1.0, delay * 2 or 0.005)
+                netpoll.sleep(delay)
+                continue
+            delay = 0.0
+            netpoll.go(handle, conn)
+
+    netpoll.run(main)
+
+
+def serve_gevent(bufsize: int, ready: Callable[[int], None], deadline: float = 0.0) -> None:
+    """Echo on gevent, a greenlet per connection; never returns."""
+    from gevent.server import StreamServer  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+    def handle(sock: Any, _addr: Any) -> None:
+        buf = bytearray(bufsize)
+        view = memoryview(buf)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if deadline:
+            sock.settimeout(deadline)
+        try:
+            while True:
+                n = sock.recv_into(buf)
+                if not n:
+                    break
+                sock.sendall(view[:n])
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    server = StreamServer((HOST, 0), handle, backlog=BACKLOG)
+    server.init_socket()
+    ready(server.address[1])
+    server.serve_forever()
+
+
+def serve_threads(bufsize: int, ready: Callable[[int], None], deadline: float = 0.0) -> None:
     """Echo on blocking stdlib sockets, one thread per connection; never returns."""
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -117,21 +199,26 @@ def serve_threads(bufsize: int, ready: Callable[[int], None]) -> None:
             continue
         delay = 0.0
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if deadline:
+            sock.settimeout(deadline)  # the per-recv bound of a blocking socket
         threading.Thread(target=handle, args=(sock,), daemon=True).start()
 
 
-def serve_asyncio(bufsize: int, ready: Callable[[int], None]) -> None:
+def serve_asyncio(bufsize: int, ready: Callable[[int], None], deadline: float = 0.0) -> None:
     """Echo on asyncio streams with the default event loop; never returns."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                data = await reader.read(bufsize)
+                if deadline:
+                    data = await asyncio.wait_for(reader.read(bufsize), deadline)
+                else:
+                    data = await reader.read(bufsize)
                 if not data:
                     break
                 writer.write(data)
                 await writer.drain()
-        except OSError:
+        except (OSError, asyncio.TimeoutError):
             pass
         finally:
             writer.close()
@@ -162,6 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--backend", default=None, help="netpoll poller backend")
     parser.add_argument("--bufsize", type=int, default=4096)
     parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU")
+    parser.add_argument(
+        "--deadline", type=float, default=0.0, help="read deadline per message, seconds"
+    )
     args = parser.parse_args(argv)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -174,12 +264,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     threading.Thread(target=_watch_stdin, name="stdin-watch", daemon=True).start()
     try:
-        if args.kind == "netpoll":
-            serve_netpoll(args.bufsize, ready, args.backend)
+        if args.kind == "netpoll-g":
+            serve_netpoll_goroutines(args.bufsize, ready, args.backend, args.deadline)
+        elif args.kind == "netpoll":
+            serve_netpoll(args.bufsize, ready, args.backend, args.deadline)
         elif args.kind == "threads":
-            serve_threads(args.bufsize, ready)
+            serve_threads(args.bufsize, ready, args.deadline)
+        elif args.kind == "gevent":
+            serve_gevent(args.bufsize, ready, args.deadline)
         else:
-            serve_asyncio(args.bufsize, ready)
+            serve_asyncio(args.bufsize, ready, args.deadline)
     except Exception as exc:
         print(f"{args.kind} server failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         sys.stderr.flush()
