@@ -45,6 +45,7 @@ _BOTH_G_KINDS = {
     "test_net_timeout",
     "test_faults",
     "test_faults_go",
+    "test_far_deadlines",
     "test_tls",
     "test_pipe",
     "test_socket_adapter",

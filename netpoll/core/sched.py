@@ -59,7 +59,7 @@ from typing import Any, TypeVar
 
 import greenlet
 
-from netpoll.core.hookspecs import MODE_WAKE, Poller
+from netpoll.core.hookspecs import MODE_R, MODE_W, MODE_WAKE, Poller
 from netpoll.core.runtime import runtime
 from netpoll.core.wakefd import WakeFd, wake_fds
 
@@ -441,6 +441,8 @@ class M:
         self.switches = 0
         self.stopping = False
         self.exited = False
+        #: Consecutive failed polls (see _poll_failed).
+        self._poll_failures = 0
 
     def __repr__(self) -> str:
         return f"<M {self.name} gs={len(self.gs)}>"
@@ -579,11 +581,37 @@ class M:
         """One round of the poller: wait up to ``timeout``, ready what it reports."""
         if runtime.backend_generation != self._backend_generation:
             self._ensure_poller()
-        events = _table.netpoll(self.poller, timeout)
+        try:
+            events = _table.netpoll(self.poller, timeout)
+        except Exception as exc:
+            self._poll_failed(exc)
+            return
+        self._poll_failures = 0
         for token, mode in events:
             pd, seq = token
             if pd.fdseq == seq:  # an event for a closed, reused fd is dropped
                 pd.ready(mode)
+
+    def _poll_failed(self, exc: Exception) -> None:
+        """The poller raised: nobody may be left parked on what it would report.
+
+        Every G parked on an fd of this M gets a spurious wakeup (it retries
+        its system call and parks again), the failure is reported once per
+        run of failures, and the M backs off a little before it polls again,
+        so a poller that keeps failing costs little CPU instead of a hang.
+        """
+        self._poll_failures += 1
+        if self._poll_failures == 1:
+            warnings.warn(
+                RuntimeWarning(
+                    f"netpoll: the poller of {self.name} failed "
+                    f"({type(exc).__name__}: {exc}); parked goroutines retry"
+                ),
+                stacklevel=1,
+            )
+        for pd in list(self.pds):
+            pd.ready(MODE_R | MODE_W)
+        time.sleep(min(0.1, 0.001 * (1 << min(self._poll_failures, 7))))
 
     # -- the end of an M ----------------------------------------------------------
 
