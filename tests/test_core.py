@@ -574,3 +574,29 @@ def test_fork_child_gets_fresh_poller(pair: tuple[FD, socket.socket]) -> None:
     peer.sendall(b"to-child")
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_parked_read_holds_no_buffer(backend: str) -> None:
+    """``read(65536)`` on an idle fd allocates its buffer per attempt, not while parked."""
+    import tracemalloc
+
+    pairs = [_pair() for _ in range(20)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        readers = [_in_thread(lambda fd=fd: fd.read(65536)) for fd, _ in pairs]
+        for fd, _ in pairs:
+            _wait_parked(fd)
+        held = tracemalloc.get_traced_memory()[0] - before
+        # 20 parked reads holding 64 KiB each would be 1.3 MB.
+        assert held < 20 * 65536 // 4, f"{held} bytes held by 20 parked reads"
+        for _, peer in pairs:
+            peer.sendall(b"z")
+        for t, out in readers:
+            t.join(5)
+            assert out.get("result") == b"z"
+    finally:
+        tracemalloc.stop()
+        for fd, peer in pairs:
+            fd.close()
+            peer.close()

@@ -536,10 +536,12 @@ def run_idle(spec: dict[str, Any]) -> dict[str, Any]:
         time.sleep(spec["hold"])
         after = rss_bytes(pid) if pid else None
         threads = thread_count(pid) if pid else None
+        answered, echo_lat = _echo_each(socks, size, t1 + spec["setup_timeout"])
     finally:
         for s in socks:
             s.close()
     per_conn = None if before is None or after is None else (after - before) / n
+    echo_lat.sort()
     return {
         "count": n,
         "rate": n / max(t1 - t0, 1e-9),
@@ -548,12 +550,49 @@ def run_idle(spec: dict[str, Any]) -> dict[str, Any]:
         "rss_after": after,
         "bytes_per_conn": per_conn,
         "server_threads": threads,
+        "answered": answered,
+        "complete": answered == n,
+        "echo_p99": echo_lat[int(len(echo_lat) * 0.99)] if echo_lat else None,
+        "echo_max": echo_lat[-1] if echo_lat else None,
         "wall": t1 - t0,
         "client_cpu_pct": None,
         "server_cpu_pct": None,
         "p50": None,
         "p99": None,
     }
+
+
+#: How long one idle connection may take to answer its echo afterwards.
+IDLE_ECHO_TIMEOUT = 2.0
+
+
+def _echo_each(socks: list[socket.socket], size: int, deadline: float) -> tuple[int, list[float]]:
+    """One echo on every idle connection, one after another; (answered, latencies).
+
+    Stops at the first connection that does not answer within
+    :data:`IDLE_ECHO_TIMEOUT`, or at ``deadline`` (perf_counter time).
+    """
+    msg = b"y" * min(size, 4096)
+    buf = bytearray(len(msg))
+    lat: list[float] = []
+    for s in socks:
+        if time.perf_counter() > deadline:
+            break
+        t = time.perf_counter()
+        try:
+            s.settimeout(IDLE_ECHO_TIMEOUT)
+            s.sendall(msg)
+            got = 0
+            view = memoryview(buf)
+            while got < len(msg):
+                k = s.recv_into(view[got:])
+                if not k:
+                    return len(lat), lat
+                got += k
+        except OSError:
+            return len(lat), lat
+        lat.append(time.perf_counter() - t)
+    return len(lat), lat
 
 
 def run_bulk(spec: dict[str, Any]) -> dict[str, Any]:

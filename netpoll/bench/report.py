@@ -69,6 +69,12 @@ def summarize(measurements: list[Measurement]) -> list[Summary]:
         if s.scenario.mode == "idle":
             s.extra["server_threads"] = _median([m.result.get("server_threads") for m in ok])
             s.extra["open_rate"] = _median([m.result.get("rate") for m in ok])
+            s.extra["answered"] = min((m.result.get("answered", 0) for m in ok), default=0)
+            s.extra["echo_p99"] = _median([m.result.get("echo_p99") for m in ok])
+            s.extra["echo_max"] = _median([m.result.get("echo_max") for m in ok])
+            # The latency columns of an idle row: one echo on each idle conn
+            # afterwards, one after another ("*" if some did not answer).
+            s.p99 = s.extra["echo_p99"]
         if s.scenario.mode == "connect":
             errs: dict[str, int] = {}
             for m in ok:

@@ -224,19 +224,42 @@ class FD:
                 except BlockingIOError:
                     if pd is None:
                         raise
-                    pd.wait(MODE_R)
+                # Parked outside the except block: the exception's traceback
+                # would keep the syscall frame (and its arguments) alive.
+                pd.wait(MODE_R)
         finally:
             if mu.rwunlock(True):
                 self._destroy()
 
     def read(self, n: int) -> bytes:
-        """Read up to ``n`` bytes; ``b""`` at EOF."""
+        """Read up to ``n`` bytes; ``b""`` at EOF.
+
+        The buffer is made for each attempt and dropped before parking, so
+        an idle ``read(65536)`` holds no 64 KiB while it waits.
+        """
         if n < 0:
             raise ValueError(f"netpoll: negative read size {n}")
-        buf = bytearray(n)
-        k = self.readinto(buf)
-        del buf[k:]
-        return bytes(buf)
+        mu = self._mu
+        if not mu.rwlock(True):
+            raise self._closing_error()
+        try:
+            pd = self.pd
+            if pd is not None:
+                pd.prepare(MODE_R)
+            while True:
+                buf = bytearray(n)
+                try:
+                    k: int = _table.read(self.sock, buf)
+                    del buf[k:]
+                    return bytes(buf)
+                except BlockingIOError:
+                    if pd is None:
+                        raise
+                del buf
+                pd.wait(MODE_R)
+        finally:
+            if mu.rwunlock(True):
+                self._destroy()
 
     def recvfrom_into(self, buf: Any) -> tuple[int, Any]:
         """Receive one datagram into ``buf``: ``(nbytes, sender)``."""
@@ -274,10 +297,11 @@ class FD:
                 except BlockingIOError:
                     if pd is None:
                         raise
-                    pd.wait(mode)
                 except ConnectionAbortedError:
                     if not retry_aborted:
                         raise
+                    continue
+                pd.wait(mode)
         finally:
             if mu.rwunlock(read):
                 self._destroy()
@@ -319,7 +343,10 @@ class FD:
                 except BlockingIOError:
                     if pd is None:
                         raise
-                    pd.wait(MODE_W)
+                    n = -1
+                if n < 0:
+                    assert pd is not None
+                    pd.wait(MODE_W)  # outside the except block, see readinto
                     continue
                 nn += n
                 if nn >= total:

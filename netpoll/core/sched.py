@@ -111,6 +111,8 @@ class GreenletG(greenlet.greenlet):
         self.woken = False
         self.parkseq = 0
         self.hog_reported = False
+        #: Set by M.kill_all for a G that never started (a throw would skip run()).
+        self.kill_requested = False
         self.exception: BaseException | None = None
         self.value: Any = None
         self._fn = fn
@@ -121,6 +123,8 @@ class GreenletG(greenlet.greenlet):
     def run(self) -> None:
         """The greenlet body: call the function, report what escapes it."""
         try:
+            if self.kill_requested:  # killed before it ever ran
+                raise GreenletExit
             self.value = self._fn(*self._args, **self._kwargs)
         except GreenletExit:
             pass  # killed at the end of run(): its finally blocks have run
@@ -629,7 +633,11 @@ class M:
                 if not g.dead:
                     self.running = g
                     try:
-                        g.throw(GreenletExit)
+                        if g:  # started: raise GreenletExit where it is parked
+                            g.throw(GreenletExit)
+                        else:  # not started: run() must still run its finally
+                            g.kill_requested = True
+                            g.switch()
                     finally:
                         self.running = None
             # Let the Gs that parked in their cleanup run to the end.
