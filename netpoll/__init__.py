@@ -3,7 +3,7 @@
 A Go-like ``net`` API (:func:`listen`, :func:`dial`, :class:`Dialer`,
 :class:`ListenConfig`, conns with deadlines) on non-blocking descriptors parked
 on a runtime netpoller, with the poller backends (epoll, kqueue, poll, select)
-and the socket syscalls as pluggy plugins.  See DESIGN.md for the layers.
+and the socket syscalls as pluggy plugins.  See docs/design.md for the layers.
 """
 
 from __future__ import annotations
