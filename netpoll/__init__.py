@@ -54,9 +54,10 @@ from netpoll.net import (
     resolve_udp_addr,
     split_host_port,
 )
+from netpoll.net.dial import create_connection
 from netpoll.net.lookup import lookup_host, lookup_port
 from netpoll.net.pipe import PipeConn, pipe
-from netpoll.net.socket_adapter import ConnSocket, create_connection
+from netpoll.net.socket_adapter import ConnSocket
 
 __version__ = "0.1.0"
 

@@ -781,15 +781,25 @@ def wrap_socket(
     over and bounds the handshake.  Use it where library code would call
     ``context.wrap_socket(sock)``, e.g. in ``HTTPSConnection.connect``.
     """
-    from netpoll.net.socket_adapter import wrap_tls
+    from netpoll.net.socket_adapter import ConnSocket
 
-    return wrap_tls(
-        sock,
-        context,
-        server_side=server_side,
-        server_hostname=server_hostname,
-        do_handshake_on_connect=do_handshake_on_connect,
-    )
+    conn = sock.conn()
+    if server_side:
+        if context is None:
+            raise ValueError("netpoll.tls.wrap_socket: server_side needs a context")
+        tconn = server(conn, context)
+    else:
+        tconn = client(conn, context, server_hostname)
+    out = ConnSocket(tconn)
+    out.take_over(sock)
+    if do_handshake_on_connect:
+        try:
+            out.arm_timeout()
+            tconn.handshake()
+        except BaseException:
+            tconn.close()
+            raise
+    return out
 
 
 def listen(

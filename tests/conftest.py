@@ -8,7 +8,6 @@ backend available here, the kqueue one on the emulated kqueue on Linux.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import pytest
 from netpoll.core.runtime import runtime
 from netpoll.core.sched import background_m, live_goroutines
 from netpoll.core.wakefd import wake_fds
+from netpoll.testing.pytest_plugin import use_kqueue_emulation
 
 _PROC_FD = "/proc/self/fd"
 
@@ -31,10 +31,9 @@ def _backends_to_test() -> list[str]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Make the emulated kqueue available on systems without a real one."""
-    if sys.platform.startswith("linux") and not os.environ.get("NETPOLL_BACKEND"):
-        os.environ.setdefault("NETPOLL_KQUEUE_EMULATION", "1")
-        runtime.registry.forget_probes()
+    """Without a chosen backend, test every one: kqueue on the emulation where needed."""
+    if not os.environ.get("NETPOLL_BACKEND"):
+        use_kqueue_emulation()
 
 
 #: Suites whose test bodies run twice: in the plain test thread, and as a

@@ -14,7 +14,7 @@ from netpoll.net.addr import parse_port, split_host_port
 from netpoll.net.context import as_deadline
 from netpoll.net.dial import SANE_MINIMUM, partial_deadline, partition
 from netpoll.net.errors import CanceledError, op_error
-from tests.net_helpers import open_fd_count, plugin
+from tests.helpers.net import open_fd_count, plugin
 
 # -- host:port (Go's TestSplitHostPort / TestJoinHostPort) -------------------
 

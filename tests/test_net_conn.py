@@ -15,7 +15,7 @@ import time
 import pytest
 
 import netpoll
-from tests.net_helpers import (
+from tests.helpers.net import (
     Threads,
     conn_pair,
     copy_until_error,

@@ -17,7 +17,7 @@ import netpoll
 import netpoll.net.lookup as lookup_mod
 from netpoll.core.hookspecs import hookimpl
 from netpoll.net.sock import _read_backlog, max_listener_backlog
-from tests.net_helpers import (
+from tests.helpers.net import (
     Blackhole,
     FailConnect,
     RedirectConnect,

@@ -17,7 +17,7 @@ import pytest
 
 import netpoll
 from netpoll.core.hookspecs import hookimpl
-from tests.net_helpers import Threads, conn_pair, is_timeout, listener, open_fd_count, plugin
+from tests.helpers.net import Threads, conn_pair, is_timeout, listener, open_fd_count, plugin
 
 A_LONG_TIME_AGO = 1.0
 SLACK = 3.0  # generous upper bound on top of any expected duration

@@ -9,7 +9,7 @@ import time
 import pytest
 
 import netpoll
-from tests.tls_helpers import PEER_TIMEOUT, start
+from tests.helpers.tls import PEER_TIMEOUT, start
 
 
 def test_write_waits_for_reads_and_one_write_feeds_many_reads() -> None:

@@ -16,8 +16,8 @@ import time
 import pytest
 
 import netpoll
-from tests.net_helpers import conn_pair
-from tests.tls_helpers import PEER_TIMEOUT, start
+from tests.helpers.net import conn_pair
+from tests.helpers.tls import PEER_TIMEOUT, start
 
 
 def _send_fds(sock_fd: int, data: bytes, fds: list[int]) -> bool:

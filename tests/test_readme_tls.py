@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tls_helpers import Certs
+from tests.helpers.tls import Certs
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -24,7 +24,7 @@ import pytest
 
 import netpoll
 from netpoll import tls
-from tests.tls_helpers import PEER_TIMEOUT, Certs, certs, start
+from tests.helpers.tls import PEER_TIMEOUT, Certs, certs, start
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import pytest
 import netpoll
 from netpoll import tls
 from netpoll.testing import Faults, on_thread
-from tests.tls_helpers import (
+from tests.helpers.tls import (
     CURL,
     PEER_TIMEOUT,
     Certs,

@@ -22,11 +22,10 @@ How epoll is used here, and why:
   writers too.  The woken operation retries its syscall and sees EOF or the
   error itself, so the poller never has to interpret them.
 
-* **Wakeups** (``netpollbreak``) go through an ``eventfd`` (a pipe where
-  ``os.eventfd`` is missing), registered *level*-triggered for reading and
-  drained by the polling thread.  Breaks coalesce: a flag says a wakeup is
-  already pending, and is cleared only after the poller drained the eventfd
-  (Go's ``netpollWakeSig``), so a flood of breaks costs one write.
+* **Wakeups** (``netpollbreak``) go through the shared
+  :class:`~netpoll.backends.base.Wakeup` (an ``eventfd``), registered
+  *level*-triggered for reading, so a missed drain makes the next wait
+  return at once instead of sleeping.
 
 * **Threads.**  ``epoll_ctl`` and ``epoll_wait`` may run concurrently on one
   epoll instance; the kernel serialises them.  A small lock guards only the
@@ -42,10 +41,10 @@ How epoll is used here, and why:
 from __future__ import annotations
 
 import select
-from collections.abc import Sequence
+from collections.abc import Iterable
 
-from netpoll.backends._wakeup import PollerBase, Wakeup
-from netpoll.core.hookspecs import MODE_R, MODE_W, BackendSpec, clamp_timeout, hookimpl
+from netpoll.backends.base import EdgeTriggeredPoller, Wakeup, probe_with_pipe
+from netpoll.core.hookspecs import MODE_R, MODE_W, BackendSpec, hookimpl
 
 # select.EPOLL* exist only on Linux; getattr keeps the module importable (and
 # the probe honest) everywhere else.
@@ -66,165 +65,71 @@ _WRITE_EVENTS = _EPOLLOUT | _EPOLLHUP | _EPOLLERR
 MAX_EVENTS = 128
 
 
-class EpollPoller(PollerBase):
+class EpollPoller(EdgeTriggeredPoller):
     """One epoll instance: the poller hooks for the ``epoll`` backend."""
+
+    name = "epoll"
 
     def __init__(self) -> None:
         super().__init__()
         self._epoll: select.epoll | None = None
-        self._wakeup: Wakeup | None = None
 
-    # -- hooks ------------------------------------------------------------
-
-    def netpollinit(self) -> None:
-        """Create the epoll instance and its wakeup eventfd (idempotent)."""
-        with self._lock:
-            self._init_locked()
-
-    def _init_locked(self) -> select.epoll:
-        if self._closed:
-            raise RuntimeError("netpoll: epoll backend is shut down")
-        if self._epoll is None:
-            ep = select.epoll()  # EPOLL_CLOEXEC is Python's default
-            try:
-                wakeup = Wakeup()
-            except BaseException:
-                ep.close()
-                raise
-            try:
-                # Level-triggered on purpose: if a drain ever misses, the
-                # next wait returns at once instead of sleeping forever.
-                ep.register(wakeup.rfd, _EPOLLIN)
-            except BaseException:
-                wakeup.close()
-                ep.close()
-                raise
-            self._epoll, self._wakeup = ep, wakeup
-        return self._epoll
-
-    def netpollopen(self, fd: int, token: object) -> None:
-        """Register ``fd`` edge-triggered for read and write, for its lifetime.
-
-        Raises the :class:`OSError` of ``epoll_ctl`` unchanged (``EPERM`` for
-        a regular file, ``EBADF`` for a closed fd, ``EEXIST`` if registered).
-        """
-        with self._lock:
-            ep = self._init_locked()
-            # The token goes in first: the very first edge may be reported by
-            # a concurrent epoll_wait before epoll_ctl has even returned here.
-            previous = self._tokens.get(fd)
-            self._tokens[fd] = token
-            try:
-                ep.register(fd, REGISTER_FLAGS)
-            except BaseException:
-                if previous is None:
-                    del self._tokens[fd]
-                else:
-                    self._tokens[fd] = previous
-                raise
-
-    def netpollclose(self, fd: int) -> None:
-        """Remove ``fd`` from the epoll set; unknown or closed fds are ignored."""
-        with self._lock:
-            if self._tokens.pop(fd, None) is None or self._epoll is None:
-                return
-            try:
-                self._epoll.unregister(fd)
-            except (OSError, ValueError):
-                # ENOENT/EBADF: the fd was closed first, which already removed
-                # it from the epoll set.
-                pass
-
-    def netpoll(self, timeout: float | None) -> Sequence[tuple[object, int]]:
-        """Wait up to ``timeout`` seconds; return ``[(token, modes), ...]``."""
-        ep = self._epoll
-        if ep is None:
-            with self._lock:
-                ep = self._init_locked()
-        # epoll.poll takes seconds and rounds sub-millisecond waits up.
-        t = clamp_timeout(timeout)
-        wait = -1.0 if t is None else t
-        try:
-            events = ep.poll(wait, MAX_EVENTS)
-        except InterruptedError:  # pragma: no cover - PEP 475 retries for us
-            return []
-        except (ValueError, OSError):
-            # The epoll object was closed by shutdown() under our feet.
-            if self._closed:
-                return []
-            raise
-        if not events:
-            return []
-        wakeup = self._wakeup
-        wake_fd = -1 if wakeup is None else wakeup.rfd
-        tokens = self._tokens
-        result: list[tuple[object, int]] = []
-        for fd, ev in events:
-            if fd == wake_fd and wakeup is not None:
-                with self._lock:
-                    # drain() reads first, then clears the flag (Go's order): a
-                    # break that finds the flag still set is answered by this
-                    # return.
-                    wakeup.drain()
-                continue
-            token = tokens.get(fd)
-            if token is None:
-                continue  # closed meanwhile
-            modes = 0
-            if ev & _READ_EVENTS:
-                modes |= MODE_R
-            if ev & _WRITE_EVENTS:
-                modes |= MODE_W
-            if modes:
-                # epoll reports each fd at most once per wait, so no merging
-                # is needed here.
-                result.append((token, modes))
-        return result
-
-    def netpollbreak(self) -> None:
-        """Wake a blocked :meth:`netpoll`; repeated calls coalesce."""
-        with self._lock:
-            if self._closed:
-                return
-            self._init_locked()
-            assert self._wakeup is not None
-            self._wakeup.notify()
-
-    # -- not a hook -------------------------------------------------------
+    def _open_locked(self) -> None:
+        self._epoll = select.epoll()  # EPOLL_CLOEXEC is Python's default
+        self._wakeup = Wakeup()
+        self._epoll.register(self._wakeup.rfd, _EPOLLIN)  # level-triggered: see the docstring
 
     def _release_locked(self) -> None:
-        """Close the epoll fd and the wakeup fd (from :meth:`shutdown`)."""
-        ep, wakeup = self._epoll, self._wakeup
-        self._epoll = self._wakeup = None
+        ep, self._epoll = self._epoll, None
         if ep is not None:
             ep.close()
-        if wakeup is not None:
-            wakeup.close()
+
+    def _watch_locked(self, fd: int) -> None:
+        """``EPOLL_CTL_ADD``; its OSError propagates (EPERM, EBADF, EEXIST)."""
+        assert self._epoll is not None
+        self._epoll.register(fd, REGISTER_FLAGS)
+
+    def _unwatch_locked(self, fd: int) -> None:
+        assert self._epoll is not None
+        try:
+            self._epoll.unregister(fd)
+        except (OSError, ValueError):
+            # ENOENT/EBADF: the fd was closed first, which already removed it
+            # from the epoll set.
+            pass
+
+    def _wait(self, timeout: float | None) -> Iterable[tuple[int, int]]:
+        ep = self._epoll
+        if ep is None:
+            return ()  # shut down meanwhile
+        # epoll.poll takes seconds and rounds sub-millisecond waits up.
+        events = ep.poll(-1.0 if timeout is None else timeout, MAX_EVENTS)
+        return [
+            (fd, (MODE_R if ev & _READ_EVENTS else 0) | (MODE_W if ev & _WRITE_EVENTS else 0))
+            for fd, ev in events
+        ]
+
+
+def _epoll_reports_writable(wfd: int) -> bool:
+    with select.epoll() as ep:
+        ep.register(wfd, _EPOLLOUT)
+        return bool(ep.poll(0))
 
 
 def probe() -> str | None:
-    """Return ``None`` if an epoll instance can be created here, else why not."""
-    factory = getattr(select, "epoll", None)
-    if factory is None:
+    """Return ``None`` if epoll works here (tried on a pipe), else why not."""
+    if not hasattr(select, "epoll"):
         return "select.epoll is not available on this platform"
-    try:
-        ep = factory()
-    except OSError as exc:
-        return f"epoll_create failed: {exc}"
-    ep.close()
-    return None
+    return probe_with_pipe("epoll", _epoll_reports_writable)
 
 
 @hookimpl
 def netpoll_backends() -> list[BackendSpec]:
     """The ``epoll`` backend: edge-triggered, Linux only, priority 40."""
     return [
-        BackendSpec(
-            name="epoll",
+        EpollPoller.backend_spec(
             priority=40,
             probe=probe,
-            create=EpollPoller,
-            edge_triggered=True,
             description="Linux epoll, edge-triggered (EPOLLET), eventfd wakeup",
         )
     ]

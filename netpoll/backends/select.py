@@ -3,9 +3,10 @@
 How select is used here, and why:
 
 * **Level-triggered, so interest is one-shot**, exactly as in the poll
-  backend: ``netpollopen`` only remembers the fd, ``netpollarm`` adds a
-  direction just before a waiter parks, and a reported direction is dropped
-  again, so a ready fd that nobody waits on never makes the poller spin.
+  backend, and through the same base
+  (:class:`~netpoll.backends.base.LevelTriggeredPoller`): ``netpollopen``
+  only remembers the fd, ``netpollarm`` adds a direction just before a
+  waiter parks, and a reported direction is dropped again.
 
 * **FD_SETSIZE.**  ``select`` works on fixed-size bitmaps; descriptors at or
   above ``FD_SETSIZE`` (1024 on Linux and macOS) cannot be watched at all.
@@ -21,10 +22,9 @@ How select is used here, and why:
   poll's ``POLLNVAL``.
 
 * **Wakeups.**  A blocked ``select`` only sees the sets it was given, so a new
-  arm made while a wait is in progress, like any ``netpollbreak``, writes to
-  a wakeup pipe (an eventfd on Linux) that is always in the read set; an arm
-  with nobody waiting needs no wakeup, the next snapshot includes it.  Writes
-  coalesce through a flag that the polling thread clears after draining.
+  arm made while a wait is in progress, like any ``netpollbreak``, goes
+  through the wakeup channel (an eventfd on Linux) that is always in the read
+  set; an arm with nobody waiting needs no wakeup, the next snapshot has it.
 
 * **Threads.**  The fd sets are snapshots built under a lock at the start of
   each wait, so ``netpollopen``/``netpollclose``/``netpollarm`` from other
@@ -36,11 +36,12 @@ from __future__ import annotations
 import errno
 import os
 import select
-from collections.abc import Sequence
+from collections.abc import Iterable
 
-from netpoll.backends._wakeup import PollerBase, Wakeup
+from netpoll.backends.base import LevelTriggeredPoller, Wakeup, probe_with_pipe
 from netpoll.core.hookspecs import (
     MODE_R,
+    MODE_RW,
     MODE_W,
     MODE_WAKE,
     BackendSpec,
@@ -76,66 +77,42 @@ def _is_bad_fd(fd: int) -> bool:
     return False
 
 
-class SelectPoller(PollerBase):
+class SelectPoller(LevelTriggeredPoller):
     """Snapshot fd sets over ``select.select``: the ``select`` backend."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._wakeup: Wakeup | None = None
-        #: fd -> armed modes (only fds with some interest).
-        self._interest: dict[int, int] = {}
-        #: True from the snapshot of the fd sets until select returns: only
-        #: then does a new arm need to interrupt the wait.
-        self._polling = False
+    name = "select"
 
-    def _init_locked(self) -> Wakeup:
-        if self._closed:
-            raise RuntimeError("netpoll: select backend is shut down")
-        if self._wakeup is None:
-            wakeup = Wakeup()
-            if wakeup.rfd >= FD_SETSIZE:
-                wakeup.close()
-                _check_fd(wakeup.rfd)
-            self._wakeup = wakeup
-        return self._wakeup
-
-    def _wake_locked(self) -> None:
-        if self._wakeup is not None:
-            self._wakeup.notify()
-
-    # -- hooks ------------------------------------------------------------
-
-    def netpollinit(self) -> None:
-        """Create the wakeup channel (idempotent)."""
-        with self._lock:
-            self._init_locked()
-
-    def netpollopen(self, fd: int, token: object) -> None:
-        """Remember ``fd``; raises :class:`FdSetSizeError` if select can't watch it."""
+    def _check_fd(self, fd: int) -> None:
         _check_fd(fd)
-        with self._lock:
-            self._init_locked()
-            self._tokens[fd] = token
 
-    def netpollclose(self, fd: int) -> None:
-        """Forget ``fd`` and any interest in it."""
-        with self._lock:
-            self._tokens.pop(fd, None)
-            self._interest.pop(fd, None)
+    def _open_locked(self) -> None:
+        self._wakeup = Wakeup()
+        _check_fd(self._wakeup.rfd)
 
-    def netpollarm(self, fd: int, mode: int) -> None:
-        """Watch ``fd`` for ``mode`` until reported once; wakes a blocked select."""
-        _check_fd(fd)
-        with self._lock:
-            self._init_locked()
-            if fd not in self._tokens:
-                raise KeyError(f"netpoll: fd {fd} is not registered with the select backend")
-            old = self._interest.get(fd, 0)
-            new = old | (mode & (MODE_R | MODE_W))
-            if new != old:
-                self._interest[fd] = new
-                if self._polling:  # a later select takes a fresh snapshot
-                    self._wake_locked()
+    def _wait(self, timeout: float | None) -> Iterable[tuple[int, int]]:
+        with self.lock:
+            wakeup = self._wakeup
+            if wakeup is None:
+                return ()  # shut down meanwhile
+            rlist = [wakeup.rfd]
+            wlist: list[int] = []
+            for fd, interest in self._interest.items():
+                if interest & MODE_R:
+                    rlist.append(fd)
+                if interest & MODE_W:
+                    wlist.append(fd)
+        try:
+            readable, writable, _ = select.select(rlist, wlist, [], timeout)
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, OSError) and exc.errno != errno.EBADF:
+                raise
+            # Some fd was closed without netpollclose (or the wakeup was shut
+            # down).  Find the culprits; they are reported like POLLNVAL.
+            return [(fd, MODE_RW) for fd in set(rlist + wlist) if _is_bad_fd(fd)]
+        ready: dict[int, int] = dict.fromkeys(readable, MODE_R)
+        for fd in writable:
+            ready[fd] = ready.get(fd, 0) | MODE_W
+        return ready.items()
 
     def netpollwait(self, fd: int, mode: int, wake_fd: int, timeout: float | None) -> int:
         """One ``select`` call on ``fd`` and ``wake_fd`` (both below FD_SETSIZE)."""
@@ -162,114 +139,23 @@ class SelectPoller(PollerBase):
             result |= MODE_WAKE
         return result
 
-    def netpoll(self, timeout: float | None) -> Sequence[tuple[object, int]]:
-        """Wait up to ``timeout`` seconds; report and disarm ready modes."""
-        with self._lock:
-            wakeup = self._init_locked()
-            rlist = [wakeup.rfd]
-            wlist: list[int] = []
-            for fd, interest in self._interest.items():
-                if interest & MODE_R:
-                    rlist.append(fd)
-                if interest & MODE_W:
-                    wlist.append(fd)
-            self._polling = True
-        wait = clamp_timeout(timeout)
-        bad: list[int] = []
-        try:
-            readable, writable, _ = select.select(rlist, wlist, [], wait)
-        except InterruptedError:  # pragma: no cover - PEP 475 retries for us
-            return []
-        except (OSError, ValueError) as exc:
-            if isinstance(exc, OSError) and exc.errno != errno.EBADF:
-                raise
-            # Some fd was closed without netpollclose (or the wakeup was shut
-            # down).  Find the culprits; they are reported like POLLNVAL.
-            bad = [fd for fd in set(rlist + wlist) if _is_bad_fd(fd)]
-            readable = writable = []
-        finally:
-            with self._lock:
-                self._polling = False
-        ready: dict[int, int] = {}
-        for fd in readable:
-            ready[fd] = ready.get(fd, 0) | MODE_R
-        for fd in writable:
-            ready[fd] = ready.get(fd, 0) | MODE_W
-        for fd in bad:
-            ready[fd] = MODE_R | MODE_W
-        if not ready:
-            return []
-        result: list[tuple[object, int]] = []
-        with self._lock:
-            if self._closed:
-                return []
-            for fd, modes in ready.items():
-                if fd == wakeup.rfd:
-                    wakeup.drain()  # reads, then clears the flag, as Go does
-                    continue
-                interest = self._interest.get(fd, 0)
-                token = self._tokens.get(fd)
-                if not interest or token is None:
-                    continue  # disarmed or closed since the wait began
-                if fd in bad:
-                    del self._interest[fd]
-                else:
-                    modes &= interest
-                    left = interest & ~modes
-                    if left:
-                        self._interest[fd] = left
-                    else:
-                        del self._interest[fd]
-                if modes:
-                    result.append((token, modes))
-        return result
 
-    def netpollbreak(self) -> None:
-        """Wake a blocked :meth:`netpoll`; repeated calls coalesce."""
-        with self._lock:
-            if self._closed:
-                return
-            self._init_locked()
-            self._wake_locked()
-
-    # -- not a hook -------------------------------------------------------
-
-    def _release_locked(self) -> None:
-        """Forget the interest table and close the wakeup channel (from :meth:`shutdown`)."""
-        self._interest.clear()
-        wakeup, self._wakeup = self._wakeup, None
-        if wakeup is not None:
-            wakeup.close()
+def _select_reports_writable(wfd: int) -> bool:
+    return select.select([], [wfd], [], 0)[1] == [wfd]
 
 
 def probe() -> str | None:
     """Return ``None`` if select(2) works here (tried on a pipe), else why not."""
-    try:
-        rfd, wfd = os.pipe()
-    except OSError as exc:
-        return f"cannot create a pipe to probe select: {exc}"
-    try:
-        _, writable, _ = select.select([], [wfd], [], 0)
-        if writable != [wfd]:
-            return "select(2) did not report a writable pipe"
-    except (OSError, ValueError) as exc:
-        return f"select(2) failed: {exc}"
-    finally:
-        os.close(rfd)
-        os.close(wfd)
-    return None
+    return probe_with_pipe("select(2)", _select_reports_writable)
 
 
 @hookimpl
 def netpoll_backends() -> list[BackendSpec]:
     """The ``select`` backend: level-triggered with netpollarm, priority 10."""
     return [
-        BackendSpec(
-            name="select",
+        SelectPoller.backend_spec(
             priority=10,
             probe=probe,
-            create=SelectPoller,
-            edge_triggered=False,
             description=f"select(2), level-triggered one-shot interest, fds < {FD_SETSIZE}",
         )
     ]

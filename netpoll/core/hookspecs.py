@@ -1,4 +1,4 @@
-"""Hook specifications: the socket system calls and the poller, as pluggy hooks.
+r"""Hook specifications: the socket system calls and the poller, as pluggy hooks.
 
 Go keeps its socket syscalls in package-level function variables
 (``net/hook_unix.go``: ``socketFunc``, ``connectFunc``, ``listenFunc``,
@@ -12,16 +12,29 @@ public plugin API.
 Three families live here:
 
 * **System calls** (``socket`` ... ``sendto``).  The real calls are a
-  ``trylast`` plugin (:mod:`netpoll.core.syscalls`).  A plugin that wants to
-  watch or fail a call registers a ``wrapper=True`` implementation: raising
-  before ``yield`` fails the call without running it; after ``yield`` it sees
-  the result (or the exception) and may return something else.  All are
-  ``firstresult``: the first non-``None`` result wins.
+  ``trylast`` plugin (:mod:`netpoll.core.syscalls`).  All are
+  ``firstresult``: the first non-``None`` result wins, and a plain
+  implementation that returns ``None`` lets the next one run, down to the OS
+  call.  So a plain implementation can *replace* a value-returning call (by
+  returning a value) or fail any call (by raising), but it cannot stop
+  ``connect``, ``listen`` or ``close``, whose result is ``None``: the OS call
+  still happens after it.  To watch, fail, skip or alter any call, register a
+  ``wrapper=True`` implementation: raising before ``yield`` fails the call
+  without running it; after ``yield`` it sees the result (or the exception)
+  and may return something else.
 * **Poller** (``netpollinit`` ... ``netpollwait``).  Each takes the poller
-  instance it acts on; the core's default implementation calls the method
-  of the same name on it (:class:`Poller`).  A wrapper sees every M's calls.
-* **Backend registry** (``netpoll_backends``).  Every backend plugin answers
-  with a :class:`BackendSpec`; selection reads the collected list.
+  instance it acts on; the core's default implementation (``trylast``) calls
+  the method of the same name on it (:class:`Poller`).  The same
+  ``firstresult`` rule applies; a wrapper sees every M's calls.
+* **Backend registry** (``netpoll_backends``, ``netpoll_os_api``).  Every
+  backend plugin answers ``netpoll_backends`` with :class:`BackendSpec`\ s;
+  selection reads the collected list.  ``netpoll_os_api`` is the one
+  injection point through which a plugin hands a backend a substitute for
+  the OS module it wraps (the kqueue emulation on Linux).
+
+With exactly one plain implementation of a hook and no wrapper, the core
+calls that implementation directly, without pluggy (see
+:mod:`netpoll.core.plugins`).
 
 Descriptors are passed as ``sock``: a :class:`socket.socket` in non-blocking
 mode, or, for pipes and files, any object with the same ``recv_into``/``send``/
@@ -36,9 +49,12 @@ from __future__ import annotations
 import socket as _socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
 
 PROJECT = "netpoll"
 
@@ -78,7 +94,12 @@ def clamp_timeout(timeout: float | None) -> float | None:
 
 #: A socket address as the socket module takes it: (host, port), a 4-tuple for
 #: IPv6, or a path (str/bytes) for Unix sockets.
-Address = Any
+Address = tuple[Any, ...] | str | bytes
+
+#: The ``os_api`` argument of :func:`netpoll_backends`: ``os_api(name)`` is
+#: the substitute a plugin supplied for the OS API ``name`` through
+#: :func:`netpoll_os_api`, or ``None`` (use the real one).
+OSApi = Callable[[str], object | None]
 
 
 class Poller(Protocol):
@@ -207,7 +228,7 @@ def close(sock: _socket.socket) -> None:
 
 
 @hookspec(firstresult=True)
-def read(sock: _socket.socket, buf: Any) -> int:  # type: ignore[empty-body]
+def read(sock: _socket.socket, buf: WriteableBuffer) -> int:  # type: ignore[empty-body]
     """Read into the writable buffer ``buf``; returns the byte count (0 = EOF).
 
     Raises :class:`BlockingIOError` when no data is ready: the caller parks on
@@ -217,7 +238,7 @@ def read(sock: _socket.socket, buf: Any) -> int:  # type: ignore[empty-body]
 
 
 @hookspec(firstresult=True)
-def write(sock: _socket.socket, data: Any) -> int:  # type: ignore[empty-body]
+def write(sock: _socket.socket, data: ReadableBuffer) -> int:  # type: ignore[empty-body]
     """Write from the buffer ``data``; returns how many bytes the OS took.
 
     A short count is normal; ``FD.write`` loops until all is written.
@@ -226,7 +247,7 @@ def write(sock: _socket.socket, data: Any) -> int:  # type: ignore[empty-body]
 
 
 @hookspec(firstresult=True)
-def recvfrom(sock: _socket.socket, buf: Any) -> tuple[int, Address]:  # type: ignore[empty-body]
+def recvfrom(sock: _socket.socket, buf: WriteableBuffer) -> tuple[int, Address]:  # type: ignore[empty-body]
     """Receive one datagram into ``buf``; returns ``(nbytes, sender)``.
 
     Used by packet conns (UDP, unixgram).  Raises :class:`BlockingIOError`
@@ -235,7 +256,7 @@ def recvfrom(sock: _socket.socket, buf: Any) -> tuple[int, Address]:  # type: ig
 
 
 @hookspec(firstresult=True)
-def sendto(sock: _socket.socket, data: Any, address: Address) -> int:  # type: ignore[empty-body]
+def sendto(sock: _socket.socket, data: ReadableBuffer, address: Address) -> int:  # type: ignore[empty-body]
     """Send one datagram ``data`` to ``address``; returns the bytes sent.
 
     Raises :class:`BlockingIOError` when the send buffer is full.
@@ -337,12 +358,29 @@ def netpollwait(poller: Poller, fd: int, mode: int, wake_fd: int, timeout: float
 
 
 @hookspec
-def netpoll_backends() -> list[BackendSpec]:  # type: ignore[empty-body]
+def netpoll_backends(os_api: OSApi) -> list[BackendSpec]:  # type: ignore[empty-body]
     """Return the backends this plugin provides.
 
     Called whenever the registry is listed or a backend is selected; results
-    of all plugins are collected.  Third-party packages provide it through the
-    ``netpoll.backends`` entry-point group.
+    of all plugins are collected, and names must be unique.  A backend that
+    wraps an OS module takes it from ``os_api(name)`` when that is not
+    ``None`` (the kqueue backend asks for ``"kqueue"``), so a plugin can
+    substitute it through :func:`netpoll_os_api` without the backend
+    importing the substitute.  Third-party packages provide this hook through
+    the ``netpoll.backends`` entry-point group.
+    """
+
+
+@hookspec(firstresult=True)
+def netpoll_os_api(name: str) -> object | None:
+    """Supply a substitute for the OS API ``name`` a backend wraps, or ``None``.
+
+    The first non-``None`` answer wins; with none, the backend uses the real
+    module.  ``"kqueue"`` asks for something shaped like the kqueue part of
+    :mod:`select` (see ``netpoll.backends.kqueue.KqueueApi``);
+    ``netpoll.testing.kqueue_emulation`` answers it on Linux.  Asked each
+    time the backends are listed: after registering or unregistering such a
+    plugin, call ``BackendRegistry.forget_probes()``.
     """
 
 

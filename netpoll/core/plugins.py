@@ -4,8 +4,9 @@ Go calls its hookable syscalls through plain function variables
 (``net/hook_unix.go``), which cost nothing when nobody replaced them.  pluggy's
 hook call machinery costs a few microseconds per call, too much for
 ``read``/``write``.  So the :class:`SyscallTable` holds, per hook, either the
-one plain implementation (when exactly one non-wrapper implementation is
-registered) or a small adapter into pluggy (when wrappers or several
+one plain implementation itself (when exactly one non-wrapper implementation
+is registered: the OS call of :mod:`netpoll.core.syscalls`, or the poller
+forwarder below) or an adapter into pluggy (when wrappers or several
 implementations are present).  :class:`NetpollPluginManager` rebuilds it on
 every ``register``/``unregister``, so a fault plugin takes effect at once and
 leaves no cost behind once removed.
@@ -14,23 +15,37 @@ Backend selection (Go has one poller per OS, chosen at build time) is a
 runtime choice here: ``NETPOLL_BACKEND`` (a name or a comma list tried in
 order), :func:`netpoll.use_backend`, or the best available backend by
 priority (epoll > kqueue > poll > select).  Third-party backends come from the
-``netpoll.backends`` entry-point group.
+``netpoll.backends`` entry-point group, and extra plugin modules from
+``NETPOLL_PLUGINS`` (a comma list of importable module names, like pytest's
+``PYTEST_PLUGINS``; child processes inherit it).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import socket as _socket
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 import pluggy
 
-from netpoll.core import hookspecs
-from netpoll.core.hookspecs import POLLER_HOOKS, SYSCALL_HOOKS, BackendSpec, Poller, hookimpl
-from netpoll.core.syscalls import DIRECT, OSSyscalls
+from netpoll.core import hookspecs, syscalls
+from netpoll.core.hookspecs import (
+    POLLER_HOOKS,
+    SYSCALL_HOOKS,
+    Address,
+    BackendSpec,
+    Poller,
+    hookimpl,
+)
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
 
 ENV_BACKEND = "NETPOLL_BACKEND"
+ENV_PLUGINS = "NETPOLL_PLUGINS"
 ENTRY_POINT_GROUP = "netpoll.backends"
 
 #: The modules holding the built-in backend plugins.
@@ -46,159 +61,179 @@ class BackendError(ValueError):
     """An unknown or unavailable backend was asked for."""
 
 
+class TokenOwner(Protocol):
+    """What a poller token points at: the core's tokens are ``(pollDesc, generation)``."""
+
+    fdseq: int
+
+    def ready(self, mode: int) -> None:
+        """netpollready: wake or latch the waiters of ``mode``."""
+
+
+#: A poller token as the core makes it.  Backends treat tokens as opaque
+#: (``object``); the table, the core's view, says what comes back.
+CoreToken = tuple[TokenOwner, int]
+
+#: The poller argument as the core passes it: an M's ``poller`` attribute,
+#: which is None once that M's poller is closed (then the hook raises
+#: :class:`RuntimeError`).
+MaybePoller = Poller | None
+
+
 class SyscallTable:
     """Go's function variables: one callable per syscall and poller hook.
 
-    Attributes are named after the hooks (``read``, ``write``, ``netpoll``,
-    ...).  The table is one object for the life of the process and is updated
-    in place, so callers may keep a reference to it (not to its entries).
+    Attributes are named after the hooks and typed like them (see
+    :mod:`netpoll.core.hookspecs`).  The table is one object for the life of
+    the process and is updated in place, so callers may keep a reference to
+    it (not to its entries).
     """
 
-    socket: Callable[..., Any]
-    connect: Callable[..., Any]
-    listen: Callable[..., Any]
-    accept: Callable[..., Any]
-    getsockopt_int: Callable[..., Any]
-    close: Callable[..., Any]
-    read: Callable[..., Any]
-    write: Callable[..., Any]
-    recvfrom: Callable[..., Any]
-    sendto: Callable[..., Any]
-    netpollinit: Callable[..., Any]
-    netpollopen: Callable[..., Any]
-    netpollclose: Callable[..., Any]
-    netpoll: Callable[..., Any]
-    netpollbreak: Callable[..., Any]
-    netpollarm: Callable[..., Any]
-    netpollwait: Callable[..., Any]
+    socket: Callable[[int, int, int], _socket.socket]
+    connect: Callable[[_socket.socket, Address], None]
+    listen: Callable[[_socket.socket, int], None]
+    accept: Callable[[_socket.socket], tuple[_socket.socket, Address]]
+    getsockopt_int: Callable[[_socket.socket, int, int], int]
+    close: Callable[[_socket.socket], None]
+    read: Callable[[_socket.socket, WriteableBuffer], int]
+    write: Callable[[_socket.socket, ReadableBuffer], int]
+    recvfrom: Callable[[_socket.socket, WriteableBuffer], tuple[int, Address]]
+    sendto: Callable[[_socket.socket, ReadableBuffer, Address], int]
+    netpollinit: Callable[[MaybePoller], None]
+    netpollopen: Callable[[MaybePoller, int, object], None]
+    netpollclose: Callable[[MaybePoller, int], None]
+    netpoll: Callable[[MaybePoller, float | None], Sequence[tuple[CoreToken, int]]]
+    netpollbreak: Callable[[MaybePoller], None]
+    netpollarm: Callable[[MaybePoller, int, int], None]
+    netpollwait: Callable[[MaybePoller, int, int, int, float | None], int]
 
     def __init__(self) -> None:
         #: hook name -> True when the entry goes through pluggy.
         self.wrapped: dict[str, bool] = {}
 
 
-def _hook_adapter(caller: pluggy.HookCaller, argnames: tuple[str, ...]) -> Callable[..., Any]:
-    """Turn a keyword-only pluggy hook call into a positional function."""
-    if argnames == ():
-        return lambda: caller()
-    if len(argnames) == 1:
-        (a,) = argnames
-        return lambda x: caller(**{a: x})
-    if len(argnames) == 2:
-        a, b = argnames
-        return lambda x, y: caller(**{a: x, b: y})
+def _through_pluggy(caller: pluggy.HookCaller) -> Callable[..., object]:
+    """The positional function that calls the keyword-only pluggy hook ``caller``."""
+    assert caller.spec is not None
+    argnames = tuple(caller.spec.argnames)
 
-    def call(*args: Any) -> Any:
+    def call(*args: object) -> object:
         return caller(**dict(zip(argnames, args, strict=True)))
 
+    call.__name__ = caller.name
     return call
 
 
+def _closed_poller() -> RuntimeError:
+    return RuntimeError("netpoll: this M's poller is closed")
+
+
 class PollerForwarder:
-    """The default poller plugin: each hook calls the instance's method (``trylast``)."""
+    """The default poller plugin: each hook calls the instance's method (``trylast``).
+
+    ``poller`` is what the core holds, None once an M's poller is closed:
+    then every hook raises :class:`RuntimeError`, which the core's callers on
+    shutdown paths expect.
+    """
 
     @hookimpl(trylast=True)
-    def netpollinit(self, poller: Poller) -> None:
+    def netpollinit(self, poller: MaybePoller) -> None:
         """Forward to ``poller.netpollinit()``."""
+        if poller is None:
+            raise _closed_poller()
         poller.netpollinit()
 
     @hookimpl(trylast=True)
-    def netpollopen(self, poller: Poller, fd: int, token: object) -> None:
+    def netpollopen(self, poller: MaybePoller, fd: int, token: object) -> None:
         """Forward to ``poller.netpollopen()``."""
+        if poller is None:
+            raise _closed_poller()
         poller.netpollopen(fd, token)
 
     @hookimpl(trylast=True)
-    def netpollclose(self, poller: Poller, fd: int) -> None:
+    def netpollclose(self, poller: MaybePoller, fd: int) -> None:
         """Forward to ``poller.netpollclose()``."""
+        if poller is None:
+            raise _closed_poller()
         poller.netpollclose(fd)
 
     @hookimpl(trylast=True)
-    def netpoll(self, poller: Poller, timeout: float | None) -> Sequence[tuple[object, int]]:
+    def netpoll(self, poller: MaybePoller, timeout: float | None) -> Sequence[tuple[object, int]]:
         """Forward to ``poller.netpoll()``."""
+        if poller is None:
+            raise _closed_poller()
         return poller.netpoll(timeout)
 
     @hookimpl(trylast=True)
-    def netpollbreak(self, poller: Poller) -> None:
+    def netpollbreak(self, poller: MaybePoller) -> None:
         """Forward to ``poller.netpollbreak()``."""
+        if poller is None:
+            raise _closed_poller()
         poller.netpollbreak()
 
     @hookimpl(trylast=True)
-    def netpollarm(self, poller: Poller, fd: int, mode: int) -> None:
+    def netpollarm(self, poller: MaybePoller, fd: int, mode: int) -> None:
         """Forward to ``poller.netpollarm()``."""
+        if poller is None:
+            raise _closed_poller()
         poller.netpollarm(fd, mode)
 
     @hookimpl(trylast=True)
     def netpollwait(
-        self, poller: Poller, fd: int, mode: int, wake_fd: int, timeout: float | None
+        self, poller: MaybePoller, fd: int, mode: int, wake_fd: int, timeout: float | None
     ) -> int:
         """Forward to ``poller.netpollwait()``."""
+        if poller is None:
+            raise _closed_poller()
         return poller.netpollwait(fd, mode, wake_fd, timeout)
 
 
-#: hook name -> the direct call the table uses when nobody wraps the hook.
-_POLLER_DIRECT: dict[str, Callable[..., Any]] = {
-    "netpollinit": lambda p: p.netpollinit(),
-    "netpollopen": lambda p, fd, token: p.netpollopen(fd, token),
-    "netpollclose": lambda p, fd: p.netpollclose(fd),
-    "netpoll": lambda p, timeout: p.netpoll(timeout),
-    "netpollbreak": lambda p: p.netpollbreak(),
-    "netpollarm": lambda p, fd, mode: p.netpollarm(fd, mode),
-    "netpollwait": lambda p, fd, mode, wake_fd, timeout: p.netpollwait(fd, mode, wake_fd, timeout),
-}
-
-
 class NetpollPluginManager(pluggy.PluginManager):
-    """A pluggy PluginManager that keeps :attr:`table` in step with plugins."""
+    """A pluggy PluginManager that keeps :attr:`table` in step with plugins.
+
+    Every registration is validated at once: a plugin with a hook
+    implementation that matches no specification (a misspelt name) is
+    refused with :class:`pluggy.PluginValidationError`.
+    """
 
     def __init__(self) -> None:
         super().__init__(hookspecs.PROJECT)
         self.table = SyscallTable()
-        self._os_syscalls = OSSyscalls()
-        self._poller_forwarder = PollerForwarder()
         self.add_hookspecs(hookspecs)
-        self.register(self._os_syscalls, name="netpoll.syscalls")
-        self.register(self._poller_forwarder, name="netpoll.poller")
+        self.register(syscalls, name="netpoll.syscalls")
+        self.register(PollerForwarder(), name="netpoll.poller")
 
     def register(self, plugin: object, name: str | None = None) -> str | None:
-        """Register ``plugin`` and rebuild the syscall table."""
+        """Register ``plugin``, check every hook has a spec, rebuild the syscall table."""
         result = super().register(plugin, name)
-        self.rebuild_table()
+        try:
+            self.check_pending()
+        except pluggy.PluginValidationError:
+            if result is not None:
+                super().unregister(plugin)
+            raise
+        finally:
+            self.rebuild_table()
         return result
 
-    def unregister(self, plugin: object | None = None, name: str | None = None) -> Any:
+    def unregister(self, plugin: object | None = None, name: str | None = None) -> object:
         """Unregister ``plugin`` and rebuild the syscall table."""
         result = super().unregister(plugin, name)
         self.rebuild_table()
         return result
 
-    def add_hookspecs(self, module_or_class: Any) -> None:
-        """Add hook specifications (backends may bring their own)."""
-        super().add_hookspecs(module_or_class)
-        if hasattr(self, "table"):
-            self.rebuild_table()
-
     def rebuild_table(self) -> None:
         """Point each table entry at the cheapest correct callable."""
+        table = self.table
         for name in SYSCALL_HOOKS + POLLER_HOOKS:
             caller: pluggy.HookCaller = getattr(self.hook, name)
             impls = caller.get_hookimpls()
-            direct: Callable[..., Any] | None = None
             if len(impls) == 1 and not (impls[0].hookwrapper or impls[0].wrapper):
-                impl = impls[0]
-                fn: Callable[..., Any] = impl.function
-                if impl.plugin is self._os_syscalls:
-                    direct = DIRECT[name]
-                elif impl.plugin is self._poller_forwarder:
-                    direct = _POLLER_DIRECT[name]
-                else:
-                    direct = fn
-            if direct is not None:
-                setattr(self.table, name, direct)
-                self.table.wrapped[name] = False
+                setattr(table, name, impls[0].function)
+                table.wrapped[name] = False
             else:
-                assert caller.spec is not None
-                setattr(self.table, name, _hook_adapter(caller, tuple(caller.spec.argnames)))
-                self.table.wrapped[name] = True
+                setattr(table, name, _through_pluggy(caller))
+                table.wrapped[name] = True
 
 
 # --------------------------------------------------------------------------
@@ -206,22 +241,21 @@ class NetpollPluginManager(pluggy.PluginManager):
 # --------------------------------------------------------------------------
 
 
-def _load_builtin_backends(pm: NetpollPluginManager) -> None:
-    import importlib
-
+def _load_plugins(pm: NetpollPluginManager) -> None:
+    """Register the built-in backends, the entry-point plugins and ``NETPOLL_PLUGINS``."""
     for modname in BUILTIN_BACKENDS:
         mod = importlib.import_module(modname)
         if not pm.is_registered(mod):
             pm.register(mod, name=modname)
-        # A backend with hooks of its own (kqueue: netpoll_kqueue_api) adds
-        # their specs and binds to this manager; pluggy never tells a module
-        # plugin which manager registered it.
-        bind = getattr(mod, "bind_plugin_manager", None)
-        if bind is not None:
-            bind(pm)
     # Third-party backends: entry points whose object is a plugin (module or
     # instance) implementing netpoll_backends.
     pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    for modname in os.environ.get(ENV_PLUGINS, "").split(","):
+        modname = modname.strip()
+        if modname:
+            mod = importlib.import_module(modname)
+            if not pm.is_registered(mod):
+                pm.register(mod)
 
 
 class BackendRegistry:
@@ -237,13 +271,23 @@ class BackendRegistry:
         """All known backends, best first (highest priority)."""
         with self._lock:
             if not self._loaded:
-                _load_builtin_backends(self._pm)
+                _load_plugins(self._pm)
                 self._loaded = True
         found: dict[str, BackendSpec] = {}
-        for answer in self._pm.hook.netpoll_backends():
+        for answer in self._pm.hook.netpoll_backends(os_api=self._os_api):
             for spec in answer:
-                found.setdefault(spec.name, spec)
+                if spec.name in found:
+                    # Which one would win depends on hook order: refuse both.
+                    raise BackendError(
+                        f"netpoll: two plugins provide a backend named {spec.name!r}"
+                    )
+                found[spec.name] = spec
         return sorted(found.values(), key=lambda s: (-s.priority, s.name))
+
+    def _os_api(self, name: str) -> object | None:
+        """What :func:`~netpoll.core.hookspecs.netpoll_os_api` supplies for ``name``."""
+        answer: object | None = self._pm.hook.netpoll_os_api(name=name)
+        return answer
 
     def why_unavailable(self, spec: BackendSpec) -> str | None:
         """``None`` when ``spec`` works here, else the probe's reason."""

@@ -58,6 +58,35 @@ class PollCache:
         pd.reset(fd)
         return pd
 
+    # -- what a plugin may know about tokens ---------------------------------
+    #
+    # Poller tokens are opaque to plugins (hookspecs).  A plugin that fakes
+    # readiness (fault injection) needs to relate them to descriptors; these
+    # are the public way to do it.  Each looks at the PollDescs in use now.
+
+    def registered(self) -> list[tuple[int, object]]:
+        """``(fd, token)`` of every descriptor in use and not closing."""
+        with self._lock:
+            pds = list(self.live_set)
+        return [(pd.fd, pd.token) for pd in pds if pd.token is not None and not pd.closing]
+
+    def token_of(self, fd: int) -> object | None:
+        """The poller token of descriptor ``fd`` (in use, not closing), or None."""
+        for f, token in self.registered():
+            if f == fd:
+                return token
+        return None
+
+    def fd_of(self, token: object) -> int:
+        """The descriptor ``token`` stands for, or -1 for a stale or foreign token."""
+        with self._lock:
+            pds = list(self.live_set)
+        for pd in pds:
+            if pd.token is not None and pd.token == token:
+                fd: int = pd.fd
+                return fd
+        return -1
+
     def free(self, pd: Any) -> None:
         """Return ``pd`` to the cache; its generation ends here."""
         pd.retire()

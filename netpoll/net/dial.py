@@ -39,6 +39,7 @@ from netpoll.net.addr import (
     TCPAddr,
     UDPAddr,
     UnixAddr,
+    join_host_port,
     parse_network,
 )
 from netpoll.net.conn import Conn, TCPConn, UDPConn, UnixConn
@@ -46,6 +47,7 @@ from netpoll.net.context import CancelEvent, CancelWatcher, DialContext, as_dead
 from netpoll.net.errors import AddrError, CanceledError, op_error
 from netpoll.net.lookup import resolve_addr_list, resolve_tcp_addr, resolve_udp_addr
 from netpoll.net.sock import ControlFn, NetFD, favorite_family, socket
+from netpoll.net.socket_adapter import ConnSocket, address_text
 
 #: Network names, as literal types: ``dial("tcp", ...)`` is typed TCPConn.
 TCPNetwork = Literal["tcp", "tcp4", "tcp6"]
@@ -442,7 +444,34 @@ __all__ = [
     "TCPNetwork",
     "UDPNetwork",
     "UnixNetwork",
+    "create_connection",
     "dial",
     "partial_deadline",
     "partition",
 ]
+
+
+def create_connection(
+    address: Any,
+    timeout: Any = None,
+    source_address: Any = None,
+) -> ConnSocket:
+    """Connect like :func:`socket.create_connection`, returning a netpoll-backed socket.
+
+    ``address`` is ``(host, port)``, ``"host:port"`` or a Unix path;
+    ``timeout`` bounds the connect and becomes the socket's timeout (the
+    stdlib's "global default" sentinel means :func:`socket.getdefaulttimeout`);
+    ``source_address`` is ``(host, port)`` to bind first.  Errors are the
+    dial's OpErrors (``ConnectionRefusedError``, ``TimeoutError`` ...).
+    """
+    if timeout is _socket._GLOBAL_DEFAULT_TIMEOUT:  # type: ignore[attr-defined]
+        timeout = _socket.getdefaulttimeout()
+    network, text = address_text(address)
+    local = None
+    if source_address is not None:
+        local = join_host_port(str(source_address[0]), source_address[1])
+    conn = Dialer(timeout=timeout, local_addr=local).dial(network, text)
+    sock = ConnSocket(conn)
+    if timeout is not None:
+        sock.settimeout(timeout)
+    return sock

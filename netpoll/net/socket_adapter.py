@@ -1,4 +1,4 @@
-"""A :class:`socket.socket`-shaped adapter over a netpoll conn, and ``create_connection``.
+"""A :class:`socket.socket`-shaped adapter over a netpoll conn.
 
 Go has no counterpart (Go code takes a ``net.Conn``); Python's stdlib and
 libraries take a socket.  :class:`ConnSocket` gives them the socket methods
@@ -7,7 +7,7 @@ they call (``recv``, ``recv_into``, ``send``, ``sendall``, ``makefile``,
 ``getpeername``/``getsockname``, ``shutdown``, ``fileno``, ``close``,
 ``detach``, ``family``/``type``/``proto``) on top of the conn's parking
 ``readinto``/``write``, so :mod:`http.client`, :mod:`urllib`, ``smtplib``-style
-code and redis-py's connection run over netpoll.  :func:`create_connection`
+code and redis-py's connection run over netpoll.  :func:`netpoll.create_connection`
 is :func:`socket.create_connection` on :class:`~netpoll.net.dial.Dialer`.
 
 How socket semantics map:
@@ -44,7 +44,7 @@ from typing import Any
 
 from netpoll.net.addr import TCPAddr, UnixAddr, join_host_port
 
-__all__ = ["ConnSocket", "create_connection", "wrap_tls"]
+__all__ = ["ConnSocket", "address_text"]
 
 
 def _net_conn(conn: Any) -> Any:
@@ -87,6 +87,17 @@ class ConnSocket:
     def conn(self) -> Any:
         """The netpoll conn this adapter reads and writes."""
         return self._conn
+
+    def take_over(self, old: ConnSocket) -> None:
+        """Become the owner of ``old``'s conn (wrapped in this adapter's): take its
+        timeout (a non-blocking one becomes blocking) and mark ``old`` closed."""
+        self._timeout = old._timeout if old._timeout != 0.0 else None
+        old._closed = old._dead = True
+
+    def arm_timeout(self) -> None:
+        """Start the timeout now for both directions (bounds a handshake, say)."""
+        self._arm(True)
+        self._arm(False)
 
     def _check(self) -> None:
         # Like a socket: after close() the file objects from makefile() keep
@@ -342,7 +353,7 @@ class ConnSocket:
         return f"<ConnSocket over {self._conn!r}>"
 
 
-def _address_text(address: Any) -> tuple[str, str]:
+def address_text(address: Any) -> tuple[str, str]:
     """``(network, "host:port")`` for a socket-style address: a tuple, text or a path."""
     if isinstance(address, tuple):
         return "tcp", join_host_port(str(address[0]), address[1])
@@ -352,63 +363,3 @@ def _address_text(address: Any) -> tuple[str, str]:
     if text.startswith("/") or text.startswith("@"):
         return "unix", text
     return "tcp", text
-
-
-def create_connection(
-    address: Any,
-    timeout: Any = None,
-    source_address: Any = None,
-) -> ConnSocket:
-    """Connect like :func:`socket.create_connection`, returning a netpoll-backed socket.
-
-    ``address`` is ``(host, port)``, ``"host:port"`` or a Unix path;
-    ``timeout`` bounds the connect and becomes the socket's timeout (the
-    stdlib's "global default" sentinel means :func:`socket.getdefaulttimeout`);
-    ``source_address`` is ``(host, port)`` to bind first.  Errors are the
-    dial's OpErrors (``ConnectionRefusedError``, ``TimeoutError`` ...).
-    """
-    from netpoll.net.dial import Dialer
-
-    if timeout is _socket._GLOBAL_DEFAULT_TIMEOUT:  # type: ignore[attr-defined]
-        timeout = _socket.getdefaulttimeout()
-    network, text = _address_text(address)
-    local = None
-    if source_address is not None:
-        local = join_host_port(str(source_address[0]), source_address[1])
-    conn = Dialer(timeout=timeout, local_addr=local).dial(network, text)
-    sock = ConnSocket(conn)
-    if timeout is not None:
-        sock.settimeout(timeout)
-    return sock
-
-
-def wrap_tls(
-    sock: ConnSocket,
-    context: Any = None,
-    *,
-    server_side: bool = False,
-    server_hostname: str | None = None,
-    do_handshake_on_connect: bool = True,
-) -> ConnSocket:
-    """``context.wrap_socket`` for an adapter, on netpoll's parking I/O.
-
-    Returns a new adapter over a :class:`netpoll.tls.TLSConn` wrapping
-    ``sock``'s conn (which it now owns); the timeout carries over and bounds
-    the handshake.
-    """
-    from netpoll import tls
-
-    conn = sock.conn()
-    tconn = tls.server(conn, context) if server_side else tls.client(conn, context, server_hostname)
-    out = ConnSocket(tconn)
-    out._timeout = sock._timeout if sock._timeout != 0.0 else None
-    sock._closed = sock._dead = True  # ownership moved
-    if do_handshake_on_connect:
-        try:
-            out._arm(True)
-            out._arm(False)
-            tconn.handshake()
-        except BaseException:
-            tconn.close()
-            raise
-    return out

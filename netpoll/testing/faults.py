@@ -206,22 +206,10 @@ def _runtime() -> Any:
     return runtime
 
 
-def _pd_for_fd(fd: int) -> Any:
-    """The live pollDesc registered for ``fd``, or None."""
-    if fd < 0:
-        return None
-    for pd in list(_runtime().cache.live_set):
-        if pd.fd == fd and not pd.closing and pd.token is not None:
-            return pd
-    return None
-
-
-def _token_fd(token: Any) -> int:
-    """The fd of a poller token (the core's tokens are ``(pollDesc, generation)``)."""
-    try:
-        return int(token[0].fd)
-    except (TypeError, IndexError, AttributeError):
-        return -1
+def _token_fd(token: object) -> int:
+    """The fd of a poller token (-1: stale)."""
+    fd: int = _runtime().cache.fd_of(token)
+    return fd
 
 
 def _break_poller() -> None:
@@ -576,10 +564,7 @@ class _Spurious(Rule):
         extra = []
         where = self.where
         with self._lock:
-            for pd in list(_runtime().cache.live_set):
-                token = pd.token
-                if token is None or pd.closing:
-                    continue
+            for _fd, token in _runtime().cache.registered():
                 if self._rng.random() < self.rate:
                     extra.append((token, MODE_RW))
             self.fired += len(extra)
@@ -921,11 +906,11 @@ class Faults:
 
     def _post_ready(self, fd: int, mode: int) -> None:
         """Deliver a readiness event for ``fd`` through the poller hook."""
-        pd = _pd_for_fd(fd)
-        if pd is None:
+        token = _runtime().cache.token_of(fd) if fd >= 0 else None
+        if token is None:
             return
         with self._lock:
-            self._pending.append((pd.token, mode))
+            self._pending.append((token, mode))
         _break_poller()
 
     def _record(self, inj: Injection) -> None:

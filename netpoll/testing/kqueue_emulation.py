@@ -1,10 +1,11 @@
 """An emulated BSD ``kqueue`` for Linux, shaped like the :mod:`select` module.
 
-The kqueue backend takes its OS API from the ``netpoll_kqueue_api`` hook;
-registering this module with a plugin manager (``pm.register(kqueue_emulation)``)
-answers that hook with this module, so the backend, and the whole test suite,
-can run on Linux.  With ``NETPOLL_KQUEUE_EMULATION=1`` the backend's default
-answer is this module too (when the real kqueue is missing).
+The kqueue backend takes its OS API from the registry's injection point,
+the ``netpoll_os_api`` hook; registering this module with a plugin manager
+(``pm.register(kqueue_emulation)``) answers ``"kqueue"`` there with this
+module, so the backend, and the whole test suite, can run on Linux.  The
+pytest plugin does that for a session with ``NETPOLL_KQUEUE_EMULATION=1``
+(:func:`netpoll.testing.pytest_plugin.use_kqueue_emulation`).
 
 What is emulated (enough for the backend, and faithful where it matters):
 
@@ -528,10 +529,10 @@ def _bytes_readable(fd: int) -> int:
     return int.from_bytes(buf, sys.byteorder, signed=True)
 
 
-@hookimpl(optionalhook=True)
-def netpoll_kqueue_api() -> Any:
-    """Answer the kqueue backend's API hook with this module."""
-    return sys.modules[__name__]
+@hookimpl
+def netpoll_os_api(name: str) -> object | None:
+    """Answer ``"kqueue"`` with this module: the kqueue backend then runs on it."""
+    return sys.modules[__name__] if name == "kqueue" else None
 
 
 __all__ = [name for name in dir() if name.startswith("KQ_")] + ["kevent", "kqueue"]

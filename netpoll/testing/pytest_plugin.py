@@ -32,6 +32,10 @@ whole package and checks ``sw.Sockets()`` after the run; here it is per test):
 ``--netpoll-backend NAME`` / ini ``netpoll_backend = NAME``
     The backend for the whole session, as ``NETPOLL_BACKEND`` would choose it
     (the option overrides ``NETPOLL_BACKEND``, which overrides the ini value).
+``NETPOLL_KQUEUE_EMULATION=1``
+    Where there is no real kqueue (Linux), the kqueue backend runs on
+    :mod:`netpoll.testing.kqueue_emulation` for the session and for the
+    Python child processes it starts (:func:`use_kqueue_emulation`).
 
 Tests that use none of this pay for one marker lookup and two stash lookups each.
 """
@@ -39,6 +43,7 @@ Tests that use none of this pay for one marker lookup and two stash lookups each
 from __future__ import annotations
 
 import os
+import select
 import time
 from collections.abc import Generator, Iterator
 from typing import Any
@@ -52,6 +57,9 @@ from netpoll.testing.switch import Switch
 LEAK_GRACE = 2.0
 
 _ENV = "NETPOLL_BACKEND"
+#: ``1``: run the kqueue backend on the emulation where there is no real kqueue.
+ENV_KQUEUE_EMULATION = "NETPOLL_KQUEUE_EMULATION"
+_EMULATION = "netpoll.testing.kqueue_emulation"
 _MARKER = "netpoll_backend"
 _G_MARKER = "netpoll_goroutine"
 _prev_backend_key = pytest.StashKey[tuple[bool, Any]]()
@@ -63,6 +71,29 @@ def _runtime() -> Any:
     from netpoll.core.runtime import runtime
 
     return runtime
+
+
+def use_kqueue_emulation() -> bool:
+    """Run the kqueue backend on the emulated kqueue, here and in child processes.
+
+    Registers :mod:`netpoll.testing.kqueue_emulation` (whose
+    ``netpoll_os_api`` hook answers ``"kqueue"``) on the runtime's plugin
+    manager and adds it to ``NETPOLL_PLUGINS``, which netpoll reads in every
+    process.  Does nothing and returns False where the real kqueue exists.
+    """
+    if hasattr(select, "kqueue"):
+        return False
+    import importlib
+
+    emulation = importlib.import_module(_EMULATION)
+    rt = _runtime()
+    if not rt.pm.is_registered(emulation):
+        rt.pm.register(emulation, name=_EMULATION)
+    plugins = [p for p in os.environ.get("NETPOLL_PLUGINS", "").split(",") if p.strip()]
+    if _EMULATION not in plugins:
+        os.environ["NETPOLL_PLUGINS"] = ",".join([*plugins, _EMULATION])
+    rt.registry.forget_probes()
+    return True
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -96,6 +127,8 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{_G_MARKER}: run this test's body as a goroutine inside netpoll.run "
         "(fixtures are set up and torn down outside it, in the plain thread)",
     )
+    if os.environ.get(ENV_KQUEUE_EMULATION, "") == "1":
+        use_kqueue_emulation()
     name = config.getoption("netpoll_backend")
     if not name:
         ini = str(config.getini("netpoll_backend") or "").strip()
@@ -150,7 +183,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     from netpoll.core.plugins import BackendError
 
     rt = _runtime()
-    prev = getattr(rt, "_choice", None)
+    prev = rt.choice
     try:
         rt.use_backend(name)
     except BackendError as exc:

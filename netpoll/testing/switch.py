@@ -78,8 +78,8 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
+from netpoll.core import syscalls
 from netpoll.core.hookspecs import hookimpl
-from netpoll.core.syscalls import sys_read, sys_recvfrom, sys_sendto, sys_write
 
 __all__ = [
     "ALL_KINDS",
@@ -109,13 +109,6 @@ _HOOK_OF = {k: k for k in ALL_KINDS} | {"getsockopt": "getsockopt_int"}
 #: Aliases accepted by :meth:`Switch.set`.
 _ALIASES = {"getsockopt_int": "getsockopt", "socket_open": "socket"}
 
-# The real calls, for the short read/write substitutes.
-DIRECT: dict[str, Callable[..., Any]] = {
-    "read": sys_read,
-    "write": sys_write,
-    "recvfrom": sys_recvfrom,
-    "sendto": sys_sendto,
-}
 # Flags the kernel accepts in the type argument; not part of the cookie.
 _TYPE_FLAGS = getattr(_socket, "SOCK_NONBLOCK", 0) | getattr(_socket, "SOCK_CLOEXEC", 0)
 # An in-progress non-blocking connect (Go: connect returns EINPROGRESS).
@@ -829,7 +822,7 @@ class _ReadHooks:
     def read_short(self, sock: Any, buf: Any) -> Any:
         """A short read a filter asked for (``Status.max_bytes``); else pass on."""
         view = self._sw._take_short("read")
-        return None if view is None else DIRECT["read"](sock, view)
+        return None if view is None else syscalls.read(sock, view)
 
 
 class _WriteHooks:
@@ -845,7 +838,7 @@ class _WriteHooks:
     def write_short(self, sock: Any, data: Any) -> Any:
         """A short write a filter asked for; else pass on."""
         view = self._sw._take_short("write")
-        return None if view is None else DIRECT["write"](sock, view)
+        return None if view is None else syscalls.write(sock, view)
 
 
 class _RecvfromHooks:
@@ -861,7 +854,7 @@ class _RecvfromHooks:
     def recvfrom_short(self, sock: Any, buf: Any) -> Any:
         """A truncated receive a filter asked for; else pass on."""
         view = self._sw._take_short("recvfrom")
-        return None if view is None else DIRECT["recvfrom"](sock, view)
+        return None if view is None else syscalls.recvfrom(sock, view)
 
 
 class _SendtoHooks:
@@ -878,7 +871,7 @@ class _SendtoHooks:
     def sendto_short(self, sock: Any, data: Any, address: Any) -> Any:
         """A truncated datagram a filter asked for; else pass on."""
         view = self._sw._take_short("sendto")
-        return None if view is None else DIRECT["sendto"](sock, view, address)
+        return None if view is None else syscalls.sendto(sock, view, address)
 
 
 class _NetpollopenHooks:

@@ -1,16 +1,16 @@
-"""Conformance tests for the poller backends (epoll, kqueue, poll, select).
+"""Conformance of the poller backends (epoll, kqueue, poll, select): one suite, every backend.
 
-One suite runs over every backend.  Pollers are built the way the runtime
-builds them: a fresh :class:`NetpollPluginManager`, the backend listing of a
-:class:`BackendRegistry` (so the real probe path is exercised), ``create()``,
-registration of the poller object with the manager, ``netpollinit``.  On
-Linux the kqueue backend runs on :mod:`netpoll.testing.kqueue_emulation`,
-registered with that fresh manager.
+What every backend must do, stated as tests over the poller hooks: report the
+token of a ready fd with the right modes, one entry per fd; report hang-ups
+and errors as readiness; time out; wake a blocked wait on ``netpollbreak``
+(coalesced, never lost); stop reporting an fd after ``netpollclose``; stay
+correct while other threads open, close and arm; shut down twice, and in a
+forked child.
 
 Edge- versus level-triggered: epoll and kqueue report a direction once per
 readiness *change*, whatever the caller does; poll and select report nothing
 until ``netpollarm`` and then once per arm.  Tests that depend on it branch on
-``spec.edge_triggered``.
+``spec.edge_triggered``; the level-only rules have their own section.
 
 Timing assertions are deliberately loose (order and generous bounds): the
 suite must pass on a loaded two-core machine.
@@ -23,309 +23,27 @@ import os
 import resource
 import select
 import socket
-import sys
 import threading
 import time
 import types
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from netpoll.backends import kqueue as kqueue_backend
 from netpoll.backends import select as select_backend
-from netpoll.core.hookspecs import MODE_R, MODE_W, BackendSpec
-from netpoll.core.plugins import BackendRegistry, NetpollPluginManager
-from netpoll.testing import kqueue_emulation as emu
-
-BACKENDS = ["epoll", "kqueue", "poll", "select"]
-HAVE_REAL_KQUEUE = hasattr(select, "kqueue")
-HAVE_PROC_FD = os.path.isdir("/proc/self/fd")
-IS_LINUX = sys.platform.startswith("linux")
-
-# Generous bounds for a loaded machine.
-SLOW = 5.0
-
-
-# --------------------------------------------------------------------------
-# Fixtures and helpers.
-# --------------------------------------------------------------------------
-
-
-def _fd_count() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture(autouse=True)
-def no_fd_leak() -> Iterator[None]:
-    """Every test must close every descriptor it (or a poller) opened."""
-    if not HAVE_PROC_FD:
-        yield
-        return
-    before = _fd_count()
-    yield
-    after = _fd_count()
-    assert after == before, f"fd leak: {before} fds before the test, {after} after"
-
-
-@pytest.fixture(autouse=True)
-def no_thread_leak() -> Iterator[None]:
-    """Helper threads must be joined."""
-    before = threading.active_count()
-    yield
-    assert threading.active_count() == before
-
-
-def make_registry(*, emulate_kqueue: bool) -> tuple[NetpollPluginManager, BackendRegistry]:
-    """A fresh manager + registry, with the kqueue emulation where asked."""
-    pm = NetpollPluginManager()
-    if emulate_kqueue and not HAVE_REAL_KQUEUE:
-        pm.register(emu, name="kqueue-emulation")
-    registry = BackendRegistry(pm)
-    registry.specs()  # loads the built-in backend modules
-    # The kqueue backend asks *this* manager's netpoll_kqueue_api hook only
-    # once bound to it.  plugins._load_builtin_backends should do this (see
-    # test_registry_binds_kqueue_backend); it is idempotent, so also do it here.
-    kqueue_backend.bind_plugin_manager(pm)
-    return pm, registry
-
-
-def spec_named(registry: BackendRegistry, name: str) -> BackendSpec:
-    """The listed spec called ``name``."""
-    by_name = {s.name: s for s in registry.specs()}
-    return by_name[name]
-
-
-@dataclass
-class Backend:
-    """A live poller under test."""
-
-    name: str
-    spec: BackendSpec
-    pm: NetpollPluginManager
-    poller: Any
-
-    @property
-    def edge(self) -> bool:
-        return self.spec.edge_triggered
-
-    def open(self, fd: int, token: object) -> None:
-        self.poller.netpollopen(fd, token)
-
-    def arm(self, fd: int, mode: int) -> None:
-        """What the core does before parking: arm level-triggered backends."""
-        if not self.edge:
-            self.poller.netpollarm(fd, mode)
-
-    def poll(self, timeout: float | None) -> dict[int, int]:
-        """One netpoll call, as {id(token): modes}; asserts one entry per fd."""
-        events = self.poller.netpoll(timeout)
-        result: dict[int, int] = {}
-        for token, modes in events:
-            assert id(token) not in result, f"two entries for one fd: {events}"
-            assert modes & (MODE_R | MODE_W) and not modes & ~(MODE_R | MODE_W)
-            result[id(token)] = modes
-        return result
-
-    def drain(self) -> None:
-        """Consume pending events (the initial edges of edge-triggered ones)."""
-        for _ in range(20):
-            if not self.poll(0.02):
-                return
-        raise AssertionError("the poller keeps reporting events")
-
-    def wait_for(self, token: object, mode: int, timeout: float = SLOW) -> int:
-        """Poll until ``token`` is reported with ``mode``; returns its modes."""
-        deadline = time.monotonic() + timeout
-        seen = 0
-        while time.monotonic() < deadline:
-            seen |= self.poll(0.05).get(id(token), 0)
-            if seen & mode:
-                return seen
-        raise AssertionError(f"{self.name}: token not reported with mode {mode} (saw {seen})")
-
-
-def start_backend(name: str) -> tuple[Backend, BackendRegistry]:
-    """Build a poller for ``name`` through the registry, as the runtime does."""
-    pm, registry = make_registry(emulate_kqueue=(name == "kqueue"))
-    spec = spec_named(registry, name)
-    reason = registry.why_unavailable(spec)
-    if reason is not None:
-        pytest.skip(f"{name}: {reason}")
-    poller = spec.create()
-    pm.table.netpollinit(poller)
-    return Backend(name, spec, pm, poller), registry
-
-
-@pytest.fixture(params=BACKENDS)
-def bk(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    """Each backend in turn, shut down afterwards."""
-    b, _ = start_backend(request.param)
-    try:
-        yield b
-    finally:
-        b.poller.shutdown()
-
-
-@pytest.fixture
-def sockpair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    """A non-blocking connected Unix socket pair."""
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    try:
-        yield a, b
-    finally:
-        a.close()
-        b.close()
-
-
-class Pipe:
-    """A non-blocking pipe whose ends can be closed early."""
-
-    def __init__(self) -> None:
-        self.r, self.w = os.pipe()
-        os.set_blocking(self.r, False)
-        os.set_blocking(self.w, False)
-
-    def close_r(self) -> None:
-        if self.r >= 0:
-            os.close(self.r)
-            self.r = -1
-
-    def close_w(self) -> None:
-        if self.w >= 0:
-            os.close(self.w)
-            self.w = -1
-
-
-@pytest.fixture
-def pipe() -> Iterator[Pipe]:
-    """A non-blocking pipe, closed afterwards."""
-    p = Pipe()
-    try:
-        yield p
-    finally:
-        p.close_r()
-        p.close_w()
-
-
-def fill(sock: socket.socket) -> None:
-    """Write until the send buffer is full."""
-    chunk = b"x" * 65536
-    while True:
-        try:
-            sock.send(chunk)
-        except BlockingIOError:
-            return
-
-
-def recv_all(sock: socket.socket) -> bytes:
-    """Read whatever is queued."""
-    out = b""
-    while True:
-        try:
-            data = sock.recv(65536)
-        except BlockingIOError:
-            return out
-        if not data:
-            return out
-        out += data
-
-
-# --------------------------------------------------------------------------
-# Listing and probes.
-# --------------------------------------------------------------------------
-
-
-def test_listing_order_priorities_and_triggering() -> None:
-    _, registry = make_registry(emulate_kqueue=True)
-    specs = registry.specs()
-    assert [s.name for s in specs] == ["epoll", "kqueue", "poll", "select"]
-    assert [s.priority for s in specs] == [40, 30, 20, 10]
-    assert [s.edge_triggered for s in specs] == [True, True, False, False]
-    assert all(s.description for s in specs)
-
-
-@pytest.mark.skipif(not IS_LINUX, reason="epoll, poll and select are all here on Linux")
-def test_probes_on_linux_with_emulation() -> None:
-    _, registry = make_registry(emulate_kqueue=True)
-    assert registry.available() == ["epoll", "kqueue", "poll", "select"]
-
-
-@pytest.mark.skipif(HAVE_REAL_KQUEUE, reason="the real kqueue is available here")
-def test_kqueue_probe_without_emulation_gives_reason(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(kqueue_backend.ENV_EMULATION, raising=False)
-    _, registry = make_registry(emulate_kqueue=False)
-    reason = registry.why_unavailable(spec_named(registry, "kqueue"))
-    assert reason is not None and "kqueue is not available" in reason
-    assert "kqueue" not in registry.available()
-
-
-@pytest.mark.skipif(HAVE_REAL_KQUEUE, reason="the real kqueue is available here")
-def test_kqueue_env_var_selects_emulation(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(kqueue_backend.ENV_EMULATION, "1")
-    _, registry = make_registry(emulate_kqueue=False)
-    spec = spec_named(registry, "kqueue")
-    assert registry.why_unavailable(spec) is None
-    poller: Any = spec.create()
-    try:
-        assert poller._api is emu
-    finally:
-        poller.shutdown()
-    # The module-level spec (no manager bound) honours it as well.
-    assert kqueue_backend.netpoll_backends()[0].probe() is None
-
-
-@pytest.mark.skipif(HAVE_REAL_KQUEUE, reason="the real kqueue is available here")
-def test_kqueue_api_hook_decides_per_manager(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(kqueue_backend.ENV_EMULATION, raising=False)
-    pm_plain, reg_plain = make_registry(emulate_kqueue=False)
-    pm_emu, reg_emu = make_registry(emulate_kqueue=True)
-    assert reg_plain.why_unavailable(spec_named(reg_plain, "kqueue")) is not None
-    assert reg_emu.why_unavailable(spec_named(reg_emu, "kqueue")) is None
-    assert pm_emu.hook.netpoll_kqueue_api() is emu
-    assert pm_plain.hook.netpoll_kqueue_api() is None
-    # Registering the emulation later switches that manager over.
-    pm_plain.register(emu)
-    reg_plain.forget_probes()
-    assert reg_plain.why_unavailable(spec_named(reg_plain, "kqueue")) is None
-
-
-def test_registry_binds_kqueue_backend(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Listing through a registry alone binds kqueue to the manager's API hook."""
-    monkeypatch.delenv(kqueue_backend.ENV_EMULATION, raising=False)
-    pm = NetpollPluginManager()
-    registry = BackendRegistry(pm)
-    registry.specs()
-    if pm.get_plugin(kqueue_backend.BOUND_PLUGIN_NAME) is None:
-        pytest.skip("plugins._load_builtin_backends does not call bind_plugin_manager yet")
-    if not HAVE_REAL_KQUEUE:
-        assert registry.why_unavailable(spec_named(registry, "kqueue")) is not None
-        registry.forget_probes()
-    pm.register(emu)
-    assert registry.why_unavailable(spec_named(registry, "kqueue")) is None
-
-
-def test_bind_is_idempotent() -> None:
-    pm, registry = make_registry(emulate_kqueue=True)
-    kqueue_backend.bind_plugin_manager(pm)
-    kqueue_backend.bind_plugin_manager(pm)
-    assert [s.name for s in registry.specs()].count("kqueue") == 1
-    assert pm.hook.netpoll_kqueue_api.spec is not None
-
-
-def test_probes_do_not_leak() -> None:
-    _, registry = make_registry(emulate_kqueue=True)
-    for spec in registry.specs():
-        for _ in range(3):
-            spec.probe()
-
-
-# --------------------------------------------------------------------------
-# The conformance suite.
-# --------------------------------------------------------------------------
+from netpoll.core.hookspecs import MODE_R, MODE_W
+from tests.helpers.backends import (
+    HAVE_REAL_KQUEUE,
+    SLOW,
+    Backend,
+    Pipe,
+    emulation,
+    fill,
+    make_registry,
+    recv_all,
+    start_backend,
+)
 
 
 def test_hooks_reach_the_poller_instance(
@@ -699,7 +417,7 @@ def test_shutdown_before_init_closes_nothing() -> None:
     _, registry = make_registry(emulate_kqueue=True)
     for spec in registry.specs():
         if registry.why_unavailable(spec) is None:
-            poller: Any = spec.create()
+            poller = spec.create()
             poller.shutdown()
             poller.shutdown()
 
@@ -707,16 +425,6 @@ def test_shutdown_before_init_closes_nothing() -> None:
 # --------------------------------------------------------------------------
 # Level-triggered backends: arming.
 # --------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["poll", "select"])
-def level_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    """The level-triggered backends only."""
-    b, _ = start_backend(request.param)
-    try:
-        yield b
-    finally:
-        b.poller.shutdown()
 
 
 def test_level_no_event_without_arm(
@@ -810,7 +518,7 @@ def test_select_fd_setsize_limit() -> None:
     try:
         if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 1100:
             pytest.skip("RLIMIT_NOFILE is too low to get an fd above FD_SETSIZE")
-        b, _ = start_backend("select")
+        b = start_backend("select")
         a, peer = socket.socketpair()
         high = os.dup2(a.fileno(), want)
         try:
@@ -839,7 +547,7 @@ def test_select_fd_setsize_limit() -> None:
 
 @pytest.mark.skipif(not hasattr(select, "epoll"), reason="epoll is Linux-only")
 def test_epoll_regular_file_raises_eperm(tmp_path: Any) -> None:
-    b, _ = start_backend("epoll")
+    b = start_backend("epoll")
     try:
         with open(tmp_path / "f", "wb") as f:
             token = object()
@@ -855,7 +563,7 @@ def test_epoll_regular_file_raises_eperm(tmp_path: Any) -> None:
 def test_epoll_open_twice_raises_eexist(sockpair: tuple[socket.socket, socket.socket]) -> None:
     if not hasattr(select, "epoll"):
         pytest.skip("epoll is Linux-only")
-    b, _ = start_backend("epoll")
+    b = start_backend("epoll")
     a, _peer = sockpair
     first = object()
     try:
@@ -870,7 +578,7 @@ def test_epoll_open_twice_raises_eexist(sockpair: tuple[socket.socket, socket.so
 
 def kqueue_api_without_user_filter() -> types.SimpleNamespace:
     """An API shaped like CPython's select on macOS: no EVFILT_USER."""
-    api = select if HAVE_REAL_KQUEUE else emu
+    api = select if HAVE_REAL_KQUEUE else emulation()
     names = [n for n in dir(api) if n.startswith("KQ_") and n not in ("KQ_FILTER_USER",)]
     ns = types.SimpleNamespace(**{n: getattr(api, n) for n in names})
     ns.kqueue = api.kqueue
@@ -903,7 +611,7 @@ def test_kqueue_pipe_wakeup_fallback(sockpair: tuple[socket.socket, socket.socke
 
 @pytest.mark.skipif(HAVE_REAL_KQUEUE, reason="checks the emulation's user-event wakeup")
 def test_kqueue_uses_user_event_on_emulation() -> None:
-    b, _ = start_backend("kqueue")
+    b = start_backend("kqueue")
     try:
         assert b.poller.uses_user_event
     finally:
@@ -913,7 +621,7 @@ def test_kqueue_uses_user_event_on_emulation() -> None:
 def test_kqueue_eof_on_read_filter_reports_write_too(
     sockpair: tuple[socket.socket, socket.socket],
 ) -> None:
-    b, _ = start_backend("kqueue")
+    b = start_backend("kqueue")
     a, peer = sockpair
     token = object()
     try:
@@ -925,218 +633,6 @@ def test_kqueue_eof_on_read_filter_reports_write_too(
         b.poller.shutdown()
 
 
-# --------------------------------------------------------------------------
-# The kqueue emulation itself.
-# --------------------------------------------------------------------------
-
-needs_emulation = pytest.mark.skipif(not IS_LINUX, reason="the emulation is built on epoll")
-
-
-@pytest.fixture
-def kq() -> Iterator[emu.kqueue]:
-    """An emulated kqueue, closed afterwards."""
-    q = emu.kqueue()
-    try:
-        yield q
-    finally:
-        q.close()
-
-
-def _ev(kq: emu.kqueue, timeout: float = 0.05, n: int = 16) -> list[tuple[int, int, int]]:
-    return [(e.ident, e.filter, e.flags) for e in kq.control(None, n, timeout)]
-
-
-@needs_emulation
-def test_emu_kevent_shape() -> None:
-    a, b = socket.socketpair()
-    try:
-        ev = emu.kevent(a, emu.KQ_FILTER_WRITE, emu.KQ_EV_ADD | emu.KQ_EV_CLEAR, 0, 0, 7)
-        assert (ev.ident, ev.filter, ev.flags, ev.fflags, ev.data, ev.udata) == (
-            a.fileno(),
-            emu.KQ_FILTER_WRITE,
-            emu.KQ_EV_ADD | emu.KQ_EV_CLEAR,
-            0,
-            0,
-            7,
-        )
-        assert ev == emu.kevent(a.fileno(), emu.KQ_FILTER_WRITE, ev.flags, 0, 0, 7)
-        assert emu.kevent(1).filter == emu.KQ_FILTER_READ
-        assert emu.kevent(1).flags == emu.KQ_EV_ADD
-        assert "kevent" in repr(ev)
-    finally:
-        a.close()
-        b.close()
-    if HAVE_REAL_KQUEUE:
-        for name in dir(emu):
-            if name.startswith("KQ_") and hasattr(select, name):
-                assert getattr(emu, name) == getattr(select, name), name
-
-
-@needs_emulation
-def test_emu_ev_clear_is_edge(
-    kq: emu.kqueue, sockpair: tuple[socket.socket, socket.socket]
-) -> None:
-    a, b = sockpair
-    fd = a.fileno()
-    kq.control([emu.kevent(fd, emu.KQ_FILTER_READ, emu.KQ_EV_ADD | emu.KQ_EV_CLEAR)], 0, 0)
-    assert _ev(kq) == []
-    b.send(b"abc")
-    events = kq.control(None, 4, 1.0)
-    assert len(events) == 1 and events[0].ident == fd and events[0].data == 3
-    assert events[0].flags & emu.KQ_EV_EOF == 0
-    assert _ev(kq) == []  # reported once; data unread, no new change
-    b.send(b"d")
-    assert [e[:2] for e in _ev(kq, 1.0)] == [(fd, emu.KQ_FILTER_READ)]
-    assert _ev(kq) == []
-
-
-@needs_emulation
-def test_emu_without_clear_is_level(
-    kq: emu.kqueue, sockpair: tuple[socket.socket, socket.socket]
-) -> None:
-    a, b = sockpair
-    fd = a.fileno()
-    kq.control([emu.kevent(fd, emu.KQ_FILTER_READ, emu.KQ_EV_ADD)], 0, 0)
-    b.send(b"abc")
-    for _ in range(3):  # reported on every call while readable
-        assert [e[:2] for e in _ev(kq, 1.0)] == [(fd, emu.KQ_FILTER_READ)]
-    a.recv(10)
-    assert _ev(kq) == []
-    b.send(b"again")
-    assert [e[:2] for e in _ev(kq, 1.0)] == [(fd, emu.KQ_FILTER_READ)]
-
-
-@needs_emulation
-def test_emu_initial_state_of_each_filter(
-    kq: emu.kqueue, sockpair: tuple[socket.socket, socket.socket]
-) -> None:
-    a, b = sockpair
-    fd = a.fileno()
-    b.send(b"x")
-    clear = emu.KQ_EV_ADD | emu.KQ_EV_CLEAR
-    kq.control([emu.kevent(fd, emu.KQ_FILTER_READ, clear)], 0, 0)
-    assert [e[:2] for e in _ev(kq)] == [(fd, emu.KQ_FILTER_READ)]
-    # A filter added later reports the fd's current state too.
-    kq.control([emu.kevent(fd, emu.KQ_FILTER_WRITE, clear)], 0, 0)
-    assert (fd, emu.KQ_FILTER_WRITE) in [e[:2] for e in _ev(kq)]
-
-
-@needs_emulation
-def test_emu_ev_eof(kq: emu.kqueue, sockpair: tuple[socket.socket, socket.socket]) -> None:
-    a, b = sockpair
-    fd = a.fileno()
-    kq.control([emu.kevent(fd, emu.KQ_FILTER_READ, emu.KQ_EV_ADD | emu.KQ_EV_CLEAR)], 0, 0)
-    b.shutdown(socket.SHUT_WR)
-    events = kq.control(None, 4, 1.0)
-    assert len(events) == 1 and events[0].flags & emu.KQ_EV_EOF
-
-
-@needs_emulation
-def test_emu_ev_eof_pipe_both_ends(kq: emu.kqueue, pipe: Pipe) -> None:
-    clear = emu.KQ_EV_ADD | emu.KQ_EV_CLEAR
-    kq.control([emu.kevent(pipe.r, emu.KQ_FILTER_READ, clear)], 0, 0)
-    kq.control([emu.kevent(pipe.w, emu.KQ_FILTER_WRITE, clear)], 0, 0)
-    assert [e[:2] for e in _ev(kq)] == [(pipe.w, emu.KQ_FILTER_WRITE)]
-    kq.control([emu.kevent(pipe.r, emu.KQ_FILTER_READ, emu.KQ_EV_DELETE)], 0, 0)
-    pipe.close_r()
-    events = kq.control(None, 4, 1.0)
-    assert [(e.ident, bool(e.flags & emu.KQ_EV_EOF)) for e in events] == [(pipe.w, True)]
-
-
-@needs_emulation
-def test_emu_user_event_from_another_thread(kq: emu.kqueue) -> None:
-    kq.control([emu.kevent(0, emu.KQ_FILTER_USER, emu.KQ_EV_ADD | emu.KQ_EV_CLEAR)], 0, 0)
-    result: list[Any] = []
-    t = threading.Thread(target=lambda: result.append(kq.control(None, 4, 30.0)))
-    t.start()
-    time.sleep(0.1)
-    kq.control([emu.kevent(0, emu.KQ_FILTER_USER, 0, emu.KQ_NOTE_TRIGGER)], 0, 0)
-    t.join(SLOW)
-    assert not t.is_alive()
-    assert [(e.ident, e.filter) for e in result[0]] == [(0, emu.KQ_FILTER_USER)]
-    assert _ev(kq) == []  # EV_CLEAR: the trigger was reset
-
-
-@needs_emulation
-def test_emu_add_from_another_thread_wakes_control(
-    kq: emu.kqueue, sockpair: tuple[socket.socket, socket.socket]
-) -> None:
-    a, b = sockpair
-    b.send(b"ready")
-    result: list[Any] = []
-    t = threading.Thread(target=lambda: result.append(kq.control(None, 4, 30.0)))
-    t.start()
-    time.sleep(0.1)
-    kq.control([emu.kevent(a.fileno(), emu.KQ_FILTER_READ, emu.KQ_EV_ADD)], 0, 0)
-    t.join(SLOW)
-    assert not t.is_alive()
-    assert [e.ident for e in result[0]] == [a.fileno()]
-
-
-@needs_emulation
-def test_emu_errors(kq: emu.kqueue) -> None:
-    missing = emu.kevent(99, emu.KQ_FILTER_READ, emu.KQ_EV_DELETE)
-    with pytest.raises(FileNotFoundError):
-        kq.control([missing], 0, 0)
-    events = kq.control([missing], 4, 0)
-    assert [(e.ident, e.flags, e.data) for e in events] == [(99, emu.KQ_EV_ERROR, errno.ENOENT)]
-    with pytest.raises(OSError) as info:
-        kq.control([emu.kevent(987, emu.KQ_FILTER_READ, emu.KQ_EV_ADD)], 0, 0)
-    assert info.value.errno == errno.EBADF
-    with pytest.raises(ValueError):
-        kq.control(None, -1, 0)
-    with pytest.raises(ValueError):
-        kq.control(None, 1, -1)
-
-
-@needs_emulation
-def test_emu_oneshot_delete_disable(
-    kq: emu.kqueue, sockpair: tuple[socket.socket, socket.socket]
-) -> None:
-    a, _ = sockpair
-    fd = a.fileno()
-    kq.control([emu.kevent(fd, emu.KQ_FILTER_WRITE, emu.KQ_EV_ADD | emu.KQ_EV_ONESHOT)], 0, 0)
-    assert [e[:2] for e in _ev(kq)] == [(fd, emu.KQ_FILTER_WRITE)]
-    assert _ev(kq) == []
-    with pytest.raises(FileNotFoundError):  # one-shot knotes delete themselves
-        kq.control([emu.kevent(fd, emu.KQ_FILTER_WRITE, emu.KQ_EV_DELETE)], 0, 0)
-    kq.control([emu.kevent(fd, emu.KQ_FILTER_WRITE, emu.KQ_EV_ADD | emu.KQ_EV_DISABLE)], 0, 0)
-    assert _ev(kq) == []
-    kq.control([emu.kevent(fd, emu.KQ_FILTER_WRITE, emu.KQ_EV_ENABLE)], 0, 0)
-    assert [e[:2] for e in _ev(kq)] == [(fd, emu.KQ_FILTER_WRITE)]
-    kq.control([emu.kevent(fd, emu.KQ_FILTER_WRITE, emu.KQ_EV_DELETE)], 0, 0)
-    assert _ev(kq) == []
-
-
-@needs_emulation
-def test_emu_regular_file_always_ready(kq: emu.kqueue, tmp_path: Any) -> None:
-    with open(tmp_path / "f", "wb") as f:
-        kq.control([emu.kevent(f.fileno(), emu.KQ_FILTER_WRITE, emu.KQ_EV_ADD)], 0, 0)
-        assert [e[:2] for e in _ev(kq)] == [(f.fileno(), emu.KQ_FILTER_WRITE)]
-        assert [e[:2] for e in _ev(kq)] == [(f.fileno(), emu.KQ_FILTER_WRITE)]
-        kq.control([emu.kevent(f.fileno(), emu.KQ_FILTER_WRITE, emu.KQ_EV_DELETE)], 0, 0)
-        assert _ev(kq) == []
-
-
-@needs_emulation
-def test_emu_close_and_fileno() -> None:
-    q = emu.kqueue()
-    assert not q.closed
-    assert q.fileno() >= 0
-    q.close()
-    q.close()
-    assert q.closed
-    with pytest.raises(ValueError):
-        q.fileno()
-    with pytest.raises(ValueError):
-        q.control(None, 1, 0)
-
-
-@needs_emulation
-def test_emu_hook_answers_module() -> None:
-    assert emu.netpoll_kqueue_api() is emu
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_shutdown_in_forked_child_does_not_deadlock(bk: Backend) -> None:
@@ -1146,7 +642,7 @@ def test_shutdown_in_forked_child_does_not_deadlock(bk: Backend) -> None:
     release = threading.Event()
 
     def hold_lock() -> None:  # like the poller thread mid-netpoll at fork time
-        with bk.poller._lock:
+        with bk.poller.lock:  # type: ignore[attr-defined]  # PollerBase.lock, documented
             locked.set()
             release.wait(SLOW)
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the tests/test_net_*.py modules (no fixtures of the lead's conftest).
+"""Helpers shared by the tests/test_net_*.py modules.
 
 Conn pairs over tcp/unix, a connect-hook plugin context, a "blackhole"
 address where connects hang (a listener with a full backlog: Linux drops the

@@ -1,0 +1,1 @@
+"""netpoll's test suite (a package, so that ``tests.helpers`` imports without path tricks)."""

@@ -1,0 +1,1 @@
+"""Tests of the poller backends: conformance, the registry, the kqueue emulation."""
