@@ -511,6 +511,9 @@ def open_polldesc(fd: int) -> PollDesc:
     """
     if fd < 0:
         raise ValueError(f"netpoll: bad file descriptor {fd}")
+    # The first descriptor settles the backend (as the first listen/dial did
+    # when the process had one poller): use_backend refuses to switch later.
+    runtime.spec()
     pd: PollDesc = runtime.cache.alloc(fd)
     g = current_goroutine()
     if g is not None:

@@ -170,8 +170,12 @@ class GreenletG(greenlet.greenlet):
         return self._done.wait(timeout)
 
     def done(self) -> bool:
-        """True once the G has finished (returned, raised or was killed)."""
-        return bool(self.dead)
+        """True once the G has finished (returned, raised or was killed).
+
+        The same moment :meth:`join` returns: the note is set as the G's
+        function has left, a moment before the greenlet itself is dead.
+        """
+        return self._done.is_set() or bool(self.dead)
 
     def __repr__(self) -> str:
         state = "done" if self.dead else "running"
