@@ -34,7 +34,6 @@ from netpoll.core.errors import DeadlineExceededError
 from netpoll.net.addr import (
     TCP_NETWORKS,
     UDP_NETWORKS,
-    UNIX_NETWORKS,
     Addr,
     TCPAddr,
     UDPAddr,
@@ -436,7 +435,6 @@ def dial(network: str, address: str, timeout: float | None = None) -> Conn:
     return Dialer(timeout=timeout).dial(network, address)
 
 
-_ = UNIX_NETWORKS
 
 __all__ = [
     "SANE_MINIMUM",
