@@ -68,7 +68,7 @@ class Peer:
                 self.errors.append(exc)
 
         if how == "thread":
-            self.thread = threading.Thread(target=body, name="peer")
+            self.thread = threading.Thread(target=body, name="peer", daemon=True)
             self.thread.start()
         else:
             assert how == "go"
@@ -506,6 +506,41 @@ def test_self_select(cap: int, peers: tuple[str, str]) -> None:
     ps = [Peer(how, worker, i) for i, how in enumerate(peers)]
     for p in ps:
         p.join()
+
+
+@KINDS
+@PEERS
+def test_timeouts_never_lose_or_duplicate_values(kind: str, peer: str) -> None:
+    """A receive or send that times out just as a counterpart arrives either happened
+    or did not: every value arrives exactly once, in order."""
+    n = 300
+    ch: Chan[int] = Chan()
+    got: list[int] = []
+
+    def patient_sender() -> None:
+        for i in range(n):
+            ch.send(i)
+
+    p = Peer(peer, patient_sender)
+    while len(got) < n:
+        try:
+            got.append(ch.recv(timeout=0.0002))
+        except TimeoutError:
+            pass
+    p.join()
+    assert got == list(range(n))
+
+    got.clear()
+    p = Peer(peer, lambda: got.extend(ch.recv() for _ in range(n)))
+    for i in range(n):
+        while True:
+            try:
+                ch.send(i, timeout=0.0002)
+                break
+            except TimeoutError:
+                pass
+    p.join()
+    assert got == list(range(n))
 
 
 # -- goroutines and threads together --------------------------------------------------------
