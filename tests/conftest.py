@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from netpoll.core.runtime import runtime
-from netpoll.core.sched import background_m, live_goroutines
+from netpoll.core.sched import background_m, live_goroutines, thread_poll_m
 from netpoll.core.wakefd import wake_fds
 from netpoll.testing.pytest_plugin import use_kqueue_emulation
 
@@ -96,7 +96,10 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail a test that leaves fds, threads or pollDescs behind."""
     if "backend" in request.fixturenames:
         request.getfixturevalue("backend")  # switch first: not a leak
-    background_m()  # the M that go() uses from plain threads lives for good
+    # The M that go() uses from plain threads, and the one that polls for
+    # threads without a wake fd, live for good: their fds are not a leak.
+    background_m()
+    thread_poll_m()
     fds_before = open_fds()
     threads_before = _user_threads()
     live_before = runtime.cache.live
