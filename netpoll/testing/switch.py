@@ -579,7 +579,10 @@ class Switch:
             with self._lock:
                 self._stat_locked(cookie).open_failed += 1
             raise
-        if real_err is None and real is not None and st.result is not real:
+        # Hidden when an after filter replaced the result, or set ``error`` in
+        # place and left ``result`` alone (the docstring allows both).
+        hidden = st.error is not None or st.result is not real
+        if real_err is None and real is not None and hidden:
             _close_quietly(real)  # created, but a filter said it failed: no leak
         if st.error is not None:
             with self._lock:
