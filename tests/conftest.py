@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +28,24 @@ def _backends_to_test() -> list[str]:
         return [env.split(",")[0].strip()]
     names = runtime.registry.available()
     return names
+
+
+_STRESS_DIR = Path(__file__).resolve().parent / "stress"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Leave tests/stress/ to its own tox env (``tox -e stress``) unless named.
+
+    The normal matrix (16 envs) must not run the stress suite again; a run
+    that names the directory or a file in it (``pytest tests/stress``) does.
+    """
+    if collection_path.resolve() != _STRESS_DIR:
+        return None
+    for arg in config.args:
+        target = Path(arg.split("::")[0]).resolve()
+        if target == _STRESS_DIR or _STRESS_DIR in target.parents:
+            return None
+    return True
 
 
 def pytest_configure(config: pytest.Config) -> None:
