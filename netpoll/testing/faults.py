@@ -308,20 +308,21 @@ class Injection:
     def what(self) -> str:
         """A human-readable summary of the fault."""
         code = errno.errorcode.get(self.errno, self.error) if self.errno is not None else ""
+        value = "?" if self.value is None else f"{self.value:g}"
         if self.action == "fail":
             text = f"{self.when}: {code or self.error}"
         elif self.action == "delay":
-            text = f"sleep {self.value}"
+            text = f"sleep {value}"
         elif self.action == "short":
-            text = f"short: at most {self.value:g} bytes"
+            text = f"short: at most {value} bytes"
         elif self.action == "eagain":
             text = "EAGAIN" + (" + wakeup" if self.wake else " (no wakeup)")
         elif self.action == "blackhole":
             text = "blackhole"
         elif self.action == "reset":
-            text = f"reset after {self.value:g} bytes: {code}"
+            text = f"reset after {value} bytes: {code}"
         else:
-            text = f"{self.value:g} fake event(s)"
+            text = f"{value} fake event(s)"
         if self.index is not None:
             text = f"chaos #{self.index}: {text}"
         return text
