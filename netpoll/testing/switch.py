@@ -458,7 +458,13 @@ class Switch:
             return replace(s) if s is not None else Stat(family, type, proto)
 
     def sockets(self) -> dict[int, SocketInfo]:
-        """Open sockets the Switch saw created, by fd (Go's ``Switch.Sockets``)."""
+        """Open sockets the Switch saw created, by fd (Go's ``Switch.Sockets``).
+
+        Sockets opened before :meth:`install` are not in it (nor counted in
+        :meth:`stats`): a leak check built on it covers what was opened while
+        the Switch was installed.  The pytest ``netpoll_switch`` fixture is
+        therefore set up before a test's other function-scoped fixtures.
+        """
         with self._lock:
             return dict(self._sotab)
 
