@@ -113,9 +113,10 @@ def run_scenarios(faults: Faults, address: str) -> None:
 
     # 2. A reset mid-stream: the client's connection delivers 3 bytes of the
     #    reply, then its reads fail with ECONNRESET.
-    reset = faults.reset_after(3, where=client)
+    reset = faults.reset_after(3, times=1, where=client)
     assert fetch(address, b"again\n") == (b"AGAIN\n", 2)
-    assert reset.fired == 1
+    assert reset.fired == 1  # one read failed with the reset
+    assert reset.connections == 1  # type: ignore[attr-defined]
 
     # 3. Short writes: every write syscall of the client takes 2 bytes.
     short = faults.short("write", 2, where=client)

@@ -95,8 +95,26 @@ def test_tox_env_list_is_the_matrix() -> None:
     envs = tox_env_list()
     matrix = [f"py{py}-{b}" for py in PYTHONS for b in LINUX_BACKENDS]
     assert envs[: len(matrix)] == matrix
-    assert {"lint", "type", "bench"} <= set(envs)
+    assert {"lint", "type", "bench", "stress"} <= set(envs)
     assert envs[-1] == "summary", "summary must run after every test env"
+
+
+def test_stress_env_runs_only_the_stress_suite() -> None:
+    stress = tox_ini()["testenv:stress"]
+    assert "tests{/}stress" in stress["commands"]
+    assert "--timeout=" in stress["commands"]  # it stops by itself
+    assert "NETPOLL_BACKEND" not in stress["set_env"]  # every backend in one run
+    # ... and the normal envs leave the directory out (tests/conftest.py).
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "tests/stress" not in r.stdout and "test_shared_conns_under_stress" not in r.stdout
 
 
 def test_tox_settings_per_factor() -> None:
@@ -128,7 +146,7 @@ def test_workflow_covers_linux_and_macos_matrix() -> None:
     assert by_os["macos"] == {f"py{p}-{b}" for p in PYTHONS for b in MACOS_BACKENDS}
     text = workflow_text()
     assert ',summary"' in text, "test jobs must end with the summary env"
-    for env in ("lint", "type", "bench"):
+    for env in ("lint", "type", "bench", "stress"):
         assert f"tox run -e {env}" in text
     assert "setup-python" in text and "tox-uv" in text
 

@@ -63,7 +63,7 @@ def test_fail_after_the_call_closes_what_it_created(backend: str, faults: Faults
     with netpoll.listen("tcp", "127.0.0.1:0") as ln:
         c = netpoll.dial("tcp", str(ln.addr()), timeout=2)
         with c:
-            faults.fail("accept", errno.EMFILE, when="after")
+            faults.fail("accept", errno.EMFILE, times=1, when="after")
             with pytest.raises(netpoll.OpError, match="accept: too many open files"):
                 ln.accept()
             c.set_deadline(time.time() + 2)
@@ -71,16 +71,16 @@ def test_fail_after_the_call_closes_what_it_created(backend: str, faults: Faults
                 assert c.read(1) == b""  # the accepted side was closed
             except ConnectionResetError:
                 pass
-        faults.fail("socket", errno.EMFILE, when="after")
+        faults.fail("socket", errno.EMFILE, times=1, when="after")
         with pytest.raises(netpoll.OpError, match="socket: too many open files"):
             netpoll.dial("tcp", str(ln.addr()), timeout=2)
 
 
 def test_fail_with_exception_class_and_instance(backend: str, faults: Faults) -> None:
-    faults.fail("socket", PermissionError)
+    faults.fail("socket", PermissionError, times=1)
     with pytest.raises(PermissionError, match="socket: operation not permitted"):
         netpoll.listen("tcp", "127.0.0.1:0")
-    faults.fail("socket", OSError(errno.EAFNOSUPPORT, "Address family not supported"))
+    faults.fail("socket", OSError(errno.EAFNOSUPPORT, "Address family not supported"), times=1)
     with pytest.raises(OSError, match="socket: address family not supported"):
         netpoll.listen("tcp", "127.0.0.1:0")
 
@@ -200,7 +200,7 @@ def test_blackhole_primary_family_falls_back(
 
 def test_reset_after_nbytes(faults: Faults, pair: tuple[netpoll.Conn, netpoll.Conn]) -> None:
     c, s = pair
-    rule = faults.reset_after(5, where=on_fd(s))
+    rule = faults.reset_after(5, times=1, where=on_fd(s))
     c.write(b"0123456789")
     got = bytearray()
     with pytest.raises(ConnectionResetError) as ei:
@@ -210,12 +210,14 @@ def test_reset_after_nbytes(faults: Faults, pair: tuple[netpoll.Conn, netpoll.Co
     assert "read: connection reset by peer" in str(ei.value)
     with pytest.raises(ConnectionResetError):
         s.read(1)  # a reset stays a reset
-    assert rule.fired == 1
+    # One connection reset; each of the two reads that failed is one fault.
+    assert (rule.connections, rule.fired) == (1, 2)  # type: ignore[attr-defined]
+    assert [i.action for i in faults.injections(rule)] == ["reset", "reset"]
 
 
 def test_reset_after_write(faults: Faults, pair: tuple[netpoll.Conn, netpoll.Conn]) -> None:
     c, s = pair
-    faults.reset_after(6, kind="write", err=errno.EPIPE)
+    faults.reset_after(6, kind="write", times=1, err=errno.EPIPE)
     with pytest.raises(BrokenPipeError) as ei:
         c.write(b"0123456789")
     assert ei.value.written == 6

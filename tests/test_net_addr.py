@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import errno
 import socket
+import time
 
 import pytest
 
@@ -158,7 +159,10 @@ def test_op_error_is_the_builtin_class_and_reads_like_go() -> None:
 
 def test_as_deadline() -> None:
     assert as_deadline(None) is None
-    assert as_deadline(12.5) == 12.5
+    soon = time.time() + 12.5
+    assert as_deadline(soon) == soon
+    with pytest.raises(ValueError, match="looks like a relative time"):
+        as_deadline(12.5)  # refused since issue 11: almost surely time.time() + 12.5
     now = datetime.datetime.now(datetime.timezone.utc)
     assert as_deadline(now) == pytest.approx(now.timestamp())
     naive = datetime.datetime.now()

@@ -3,6 +3,7 @@ close-unblocks, TCPConn options, UDP and unixgram packet conns."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import io
 import os
@@ -27,7 +28,9 @@ from tests.helpers.net import (
     write_until_error,
 )
 
-A_LONG_TIME_AGO = 1.0  # a wall-clock time far in the past
+# Go's aLongTimeAgo (time.Unix(1, 0)): a datetime, since a bare number that old
+# is refused as a relative time by mistake.
+A_LONG_TIME_AGO = datetime.datetime(1970, 1, 1, 0, 0, 1, tzinfo=datetime.timezone.utc)
 STREAMS = ["tcp", "unix"]
 
 

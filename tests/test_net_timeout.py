@@ -19,7 +19,9 @@ import netpoll
 from netpoll.core.hookspecs import hookimpl
 from tests.helpers.net import Threads, conn_pair, is_timeout, listener, open_fd_count, plugin
 
-A_LONG_TIME_AGO = 1.0
+# Go's aLongTimeAgo (time.Unix(1, 0)): a datetime, since a bare number that old
+# is refused as a relative time by mistake.
+A_LONG_TIME_AGO = datetime.datetime(1970, 1, 1, 0, 0, 1, tzinfo=datetime.timezone.utc)
 SLACK = 3.0  # generous upper bound on top of any expected duration
 
 

@@ -92,7 +92,7 @@ def test_switch_was_removed():
         ln.close()
 
 def test_faults_fixture(netpoll_faults):
-    netpoll_faults.fail("connect", errno.ECONNREFUSED)
+    netpoll_faults.fail("connect", errno.ECONNREFUSED, times=1)
     with netpoll.listen("tcp", "127.0.0.1:0") as ln:
         with pytest.raises(ConnectionRefusedError):
             netpoll.dial("tcp", str(ln.addr()), timeout=2)

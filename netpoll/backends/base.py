@@ -248,6 +248,23 @@ class PollerBase:
             self._init_locked()
             self._wake_locked()
 
+    def fds(self) -> frozenset[int]:
+        """The descriptors this poller holds (its OS object and wakeup channel).
+
+        Not a hook: the runtime reads it so that a leak check can tell the
+        pollers' own descriptors from the ones a program leaked.
+        """
+        with self.lock:
+            own = set(self._os_fds_locked())
+            wakeup = self._wakeup
+            if wakeup is not None:
+                own.update((wakeup.rfd, wakeup.wfd))
+        return frozenset(own)
+
+    def _os_fds_locked(self) -> tuple[int, ...]:
+        """The OS poller object's own descriptor(s), if it has any."""
+        return ()
+
     def netpollwait(self, fd: int, mode: int, wake_fd: int, timeout: float | None) -> int:
         """A parked thread's wait on ``fd`` plus ``wake_fd``: :func:`wait_with_poll`.
 

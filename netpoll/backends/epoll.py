@@ -74,6 +74,9 @@ class EpollPoller(EdgeTriggeredPoller):
         super().__init__()
         self._epoll: select.epoll | None = None
 
+    def _os_fds_locked(self) -> tuple[int, ...]:
+        return () if self._epoll is None else (self._epoll.fileno(),)
+
     def _open_locked(self) -> None:
         self._epoll = select.epoll()  # EPOLL_CLOEXEC is Python's default
         self._wakeup = Wakeup()

@@ -72,6 +72,9 @@ class Kqueue(Protocol):
     def close(self) -> None:
         """Close the kqueue."""
 
+    def fileno(self) -> int:
+        """The kqueue's descriptor."""
+
 
 class KqueueApi(Protocol):
     """The kqueue part of the :mod:`select` module, as this backend uses it.
@@ -117,6 +120,14 @@ class KqueuePoller(EdgeTriggeredPoller):
     def uses_user_event(self) -> bool:
         """True when wakeups use ``EVFILT_USER`` rather than a pipe."""
         return self._user_filter is not None
+
+    def _os_fds_locked(self) -> tuple[int, ...]:
+        kq = self._kq
+        if kq is None:
+            return ()
+        # An emulated kqueue may hold more than one descriptor and says so.
+        more = getattr(kq, "fds", None)
+        return tuple(more()) if more is not None else (kq.fileno(),)
 
     def _open_locked(self) -> None:
         api = self.api

@@ -709,6 +709,20 @@ def all_ms() -> list[M]:
         return list(_ms)
 
 
+def runtime_fds() -> frozenset[int]:
+    """The descriptors the runtime itself holds: threads' wake fds, the Ms' pollers.
+
+    A leak check subtracts them.  A poller that cannot say (a third-party
+    backend without ``fds()``) contributes nothing.
+    """
+    own = set(wake_fds.fds())
+    for m in all_ms():
+        fds = getattr(m.poller, "fds", None)
+        if fds is not None:
+            own.update(fds())
+    return frozenset(own)
+
+
 def live_goroutines() -> list[GreenletG]:
     """Every goroutine not finished yet, on every M (a leak check reads it)."""
     return [g for m in all_ms() for g in list(m.gs) if not g.dead]
@@ -1025,5 +1039,6 @@ __all__ = [
     "live_goroutines",
     "park_waiter",
     "run",
+    "runtime_fds",
     "sleep",
 ]

@@ -14,7 +14,9 @@ wildcard address); an IPv4-mapped IPv6 address is stored as IPv4, as Go's
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import os
 import socket as _socket
 import sys
 from dataclasses import dataclass
@@ -235,6 +237,9 @@ class UDPAddr(_IPPortAddr):
 
 _ABSTRACT = sys.platform.startswith("linux")
 
+#: ``sizeof(sockaddr_un.sun_path)``: 108 on Linux, 104 on macOS and the BSDs.
+SUN_PATH_MAX = 108 if sys.platform.startswith("linux") else 104
+
 
 @dataclass(frozen=True)
 class UnixAddr:
@@ -259,10 +264,26 @@ class UnixAddr:
         return _ABSTRACT and self.name.startswith("@")
 
     def sockaddr(self, family: int = _socket.AF_UNIX) -> Any:
-        """The socket-module address: the path, or ``b"\\0..."`` when abstract."""
+        """The socket-module address: the path, or ``b"\\0..."`` when abstract.
+
+        Raises :class:`OSError` ``EINVAL`` naming the limit when the name does
+        not fit in ``sun_path`` (Go: "invalid argument"); the caller tags it
+        with the system call and wraps it in an OpError naming the path.
+        """
         if self.is_abstract():
-            return b"\0" + self.name[1:].encode()
-        return self.name
+            sa: Any = b"\0" + self.name[1:].encode()
+            size, limit = len(sa), SUN_PATH_MAX
+        else:
+            sa = self.name
+            # A path needs its terminating NUL in sun_path; an abstract name not.
+            size, limit = len(os.fsencode(sa)), SUN_PATH_MAX - 1
+        if size > limit:
+            raise OSError(
+                errno.EINVAL,
+                f"invalid argument (unix socket name is {size} bytes, "
+                f"longer than the {limit} this OS allows)",
+            )
+        return sa
 
     @classmethod
     def from_sockaddr(cls, sa: Any, net: str = "unix") -> UnixAddr:
@@ -298,6 +319,7 @@ def sockaddr_to_addr(network: str, sa: Any) -> Addr:
 
 __all__ = [
     "ALL_NETWORKS",
+    "SUN_PATH_MAX",
     "TCP_NETWORKS",
     "UDP_NETWORKS",
     "UNIX_NETWORKS",

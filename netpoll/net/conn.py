@@ -9,8 +9,13 @@ CloseRead/CloseWrite, buffer sizes), ``net/unixsock.go`` (``UnixConn``) and
 
 A :class:`Conn` is an :class:`io.RawIOBase`: ``readinto`` returns 0 at EOF,
 ``read`` returns ``b""``, ``write`` writes everything (or raises an OpError
-whose ``written`` says how much went out), and it works as a context manager
-and with :class:`io.BufferedReader`.  ``close`` is idempotent, as for every
+whose ``written`` says how much went out), and it works as a context manager.
+For buffered or text I/O use :meth:`Conn.makefile`, not
+``io.BufferedReader(conn)``: when a read times out in the middle of a
+buffered read, CPython's buffered reader drops the bytes it had already
+taken from its buffer, and a later read goes on as if nothing was lost.
+``makefile``, like :meth:`socket.socket.makefile`, refuses every read after
+a timeout instead.  ``close`` is idempotent, as for every
 Python file object; any other operation on a closed conn raises
 :class:`~netpoll.net.errors.ErrClosed`, and a ``close`` from another thread
 wakes parked reads and writes, which raise ErrClosed too.
@@ -19,6 +24,8 @@ wakes parked reads and writes, which raise ErrClosed too.
 from __future__ import annotations
 
 import io
+import math
+import operator
 import os
 import socket as _socket
 import struct
@@ -56,6 +63,30 @@ def _iov_max() -> int:
 
 
 _IOV_MAX = _iov_max()
+
+
+def int_arg(method: str, name: str, value: Any) -> int:
+    """``value`` as an int for ``method``, or a TypeError naming the argument.
+
+    Socket options take C ints; without this a string reaches
+    ``setsockopt`` and fails with "a bytes-like object is required".
+    A bool is refused too: ``set_read_buffer(True)`` is a mistake.
+    """
+    if not isinstance(value, bool):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise TypeError(f"netpoll: {method}: {name} must be an int, not {type(value).__name__}")
+
+
+def bool_arg(method: str, name: str, value: Any) -> bool:
+    """``value`` as a bool for ``method`` (a bool or an int), or a TypeError naming it."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value != 0
+    raise TypeError(f"netpoll: {method}: {name} must be a bool, not {type(value).__name__}")
 
 
 class WriteToConnectedError(NetError):
@@ -274,18 +305,127 @@ class Conn(io.RawIOBase):
             raise self._error("set", exc) from None
 
     def set_read_buffer(self, nbytes: int) -> None:
-        """SO_RCVBUF: the OS receive buffer size."""
+        """SO_RCVBUF: the OS receive buffer size (an int; TypeError otherwise)."""
+        nbytes = int_arg("set_read_buffer", "nbytes", nbytes)
         self._setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, nbytes)
 
     def set_write_buffer(self, nbytes: int) -> None:
-        """SO_SNDBUF: the OS send buffer size."""
+        """SO_SNDBUF: the OS send buffer size (an int; TypeError otherwise)."""
+        nbytes = int_arg("set_write_buffer", "nbytes", nbytes)
         self._setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, nbytes)
+
+    def makefile(
+        self,
+        mode: str = "r",
+        buffering: int | None = None,
+        *,
+        encoding: str | None = None,
+        errors: str | None = None,
+        newline: str | None = None,
+    ) -> Any:
+        """A file object over the conn, like :meth:`socket.socket.makefile`.
+
+        ``mode`` is made of "r", "w" and "b" ("rb", "wb", "rwb"; without "b"
+        a text file).  ``buffering`` None or negative means
+        :data:`io.DEFAULT_BUFFER_SIZE`; 0 (binary only) gives the raw file.
+
+        Deadlines: once a read through the file times out, every later read
+        raises :class:`OSError` ("cannot read from timed out object"), as
+        socket files do.  A buffered read that times out has lost the bytes
+        it already took from the buffer (CPython's :mod:`io` drops them), so
+        going on would silently skip data; read the conn itself to resume
+        after a timeout.  Writes are not affected.
+
+        Closing the file does not close the conn; closing the conn makes
+        the file's operations fail with ErrClosed.
+        """
+        if not set(mode) <= {"r", "w", "b"}:
+            raise ValueError(f"netpoll: makefile: invalid mode {mode!r} (only r, w, b allowed)")
+        writing = "w" in mode
+        reading = "r" in mode or not writing
+        binary = "b" in mode
+        raw = ConnFile(self, ("r" if reading else "") + ("w" if writing else ""))
+        if buffering is None or buffering < 0:
+            buffering = io.DEFAULT_BUFFER_SIZE
+        if buffering == 0:
+            if not binary:
+                raise ValueError("netpoll: makefile: unbuffered streams must be binary")
+            return raw
+        buffer: io.BufferedIOBase
+        if reading and writing:
+            buffer = io.BufferedRWPair(raw, raw, buffering)
+        elif reading:
+            buffer = io.BufferedReader(raw, buffering)
+        else:
+            buffer = io.BufferedWriter(raw, buffering)
+        if binary:
+            return buffer
+        return io.TextIOWrapper(buffer, encoding, errors, newline)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return (
             f"<{type(self).__name__} {self._nfd.net} {self._nfd.laddr}->{self._nfd.raddr} {state}>"
         )
+
+
+class ConnFile(io.RawIOBase):
+    """The raw file under :meth:`Conn.makefile` (CPython's ``socket.SocketIO``).
+
+    Reads and writes go to the conn.  After a read timed out, reads are
+    refused: a buffered reader above may have dropped data (see
+    :meth:`Conn.makefile`).  Closing it leaves the conn open.
+    """
+
+    def __init__(self, conn: Conn, mode: str) -> None:
+        super().__init__()
+        self._conn = conn
+        self._reading = "r" in mode
+        self._writing = "w" in mode
+        self.mode = mode + "b"
+        self._timed_out = False
+
+    def readable(self) -> bool:
+        """True for a file opened for reading."""
+        return self._reading
+
+    def writable(self) -> bool:
+        """True for a file opened for writing."""
+        return self._writing
+
+    def readinto(self, buffer: Any) -> int:
+        """Read into ``buffer`` from the conn; refused once a read timed out."""
+        if self.closed:
+            raise ValueError("I/O operation on closed file.")
+        if not self._reading:
+            raise io.UnsupportedOperation("netpoll: file not open for reading")
+        if self._timed_out:
+            raise OSError(
+                "netpoll: cannot read from timed out object: a buffered read may have "
+                "dropped data when the read deadline passed; read the conn itself to go on"
+            )
+        try:
+            return self._conn.readinto(buffer)
+        except TimeoutError:
+            self._timed_out = True
+            raise
+
+    def write(self, b: Any) -> int:
+        """Write all of ``b`` to the conn."""
+        if self.closed:
+            raise ValueError("I/O operation on closed file.")
+        if not self._writing:
+            raise io.UnsupportedOperation("netpoll: file not open for writing")
+        return self._conn.write(b)
+
+    def fileno(self) -> int:
+        """The conn's descriptor."""
+        return self._conn.fileno()
+
+    @property
+    def name(self) -> int:
+        """The descriptor, as for socket files."""
+        return self.fileno()
 
 
 class _ShutdownMixin(Conn):
@@ -317,14 +457,35 @@ class TCPConn(_ShutdownMixin):
 
     def set_no_delay(self, on: bool) -> None:
         """TCP_NODELAY: send small writes at once (True, the default) or coalesce."""
+        on = bool_arg("set_no_delay", "on", on)
         self._setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, int(on))
 
     def set_keep_alive(self, on: bool) -> None:
         """SO_KEEPALIVE."""
+        on = bool_arg("set_keep_alive", "on", on)
         self._setsockopt(_socket.SOL_SOCKET, _socket.SO_KEEPALIVE, int(on))
 
     def set_keep_alive_period(self, seconds: float) -> None:
-        """Keep-alive idle time and probe interval, rounded up to whole seconds."""
+        """Keep-alive idle time and probe interval, rounded up to whole seconds.
+
+        As Go's ``Dialer.KeepAlive`` and ``ListenConfig.KeepAlive`` read it:
+        a **negative** period turns keep-alive **off** (SO_KEEPALIVE 0), and
+        0 means Go's default of 15 s.  A positive period does not turn
+        keep-alive on by itself (see :meth:`set_keep_alive`).  Raises
+        TypeError for a non-number and ValueError for NaN or infinity.
+        """
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise TypeError(
+                "netpoll: set_keep_alive_period: seconds must be a number, "
+                f"not {type(seconds).__name__}"
+            )
+        if not math.isfinite(seconds):
+            raise ValueError(
+                f"netpoll: set_keep_alive_period: seconds must be finite, not {seconds}"
+            )
+        if seconds < 0:
+            self._setsockopt(_socket.SOL_SOCKET, _socket.SO_KEEPALIVE, 0)
+            return
         try:
             self._nfd.set_keep_alive_period(seconds)
         except OSError as exc:
@@ -333,6 +494,7 @@ class TCPConn(_ShutdownMixin):
     def set_linger(self, sec: int) -> None:
         """SO_LINGER: negative = OS default (close returns at once, data sent in the
         background), 0 = discard unsent data and reset, > 0 = linger that many seconds."""
+        sec = int_arg("set_linger", "sec", sec)
         onoff, linger = (1, sec) if sec >= 0 else (0, 0)
         self._setsockopt(_socket.SOL_SOCKET, _socket.SO_LINGER, struct.pack("ii", onoff, linger))
 
@@ -401,4 +563,12 @@ def new_conn(nfd: NetFD) -> Conn:
     return TCPConn(nfd)
 
 
-__all__ = ["Conn", "TCPConn", "UDPConn", "UnixConn", "WriteToConnectedError", "new_conn"]
+__all__ = [
+    "Conn",
+    "ConnFile",
+    "TCPConn",
+    "UDPConn",
+    "UnixConn",
+    "WriteToConnectedError",
+    "new_conn",
+]

@@ -165,26 +165,74 @@ class CancelWatcher:
             self._thread.join()
 
 
+#: How far in the past a numeric deadline may be before :func:`as_deadline`
+#: refuses it as a relative time given by mistake (``set_read_deadline(5)``).
+RELATIVE_DEADLINE_LIMIT = 86400.0
+
+_EPOCH = _datetime.datetime(1970, 1, 1, tzinfo=_datetime.timezone.utc)
+
+
+def _datetime_seconds(t: _datetime.datetime) -> float:
+    if t.replace(tzinfo=None) == _datetime.datetime.max:
+        # The largest datetime is how "never" is spelled; its timestamp is
+        # not even representable in every time zone.
+        return float("inf")
+    try:
+        return t.timestamp()
+    except (OverflowError, ValueError, OSError):
+        # A naive datetime at the ends of the range (year 1, year 9999) that
+        # the platform cannot convert from local time: at that distance from
+        # now, reading it as UTC is exact enough.
+        return (t.replace(tzinfo=_datetime.timezone.utc) - _EPOCH).total_seconds()
+
+
 def as_deadline(t: Any) -> float | None:
     """A deadline as wall-clock seconds: ``None``, a ``time.time()`` float or a datetime.
 
-    A naive datetime is local time (as :meth:`datetime.datetime.timestamp`
-    reads it); an aware one is converted.  Raises :class:`TypeError` for
-    anything else and :class:`ValueError` for NaN.
+    Deadlines are absolute.  A number more than a day
+    (:data:`RELATIVE_DEADLINE_LIMIT`) in the past is refused with a
+    :class:`ValueError`: ``set_read_deadline(5)`` is almost surely a
+    timeout meant as ``time.time() + 5``, and would otherwise time out at
+    once with a bare "i/o timeout".  To make pending I/O time out now, pass
+    ``time.time()``; a datetime is taken as given, however old (Go's
+    ``aLongTimeAgo`` is ``datetime.datetime(1970, 1, 1, 0, 0, 1,
+    tzinfo=datetime.timezone.utc)``).
+
+    ``float("inf")`` and ``datetime.datetime.max`` mean "never" and are
+    returned as ``float("inf")``.  A naive datetime is local time (as
+    :meth:`datetime.datetime.timestamp` reads it); an aware one is
+    converted.  Raises :class:`TypeError` for anything else and
+    :class:`ValueError` for NaN.
     """
     if t is None:
         return None
     if isinstance(t, _datetime.datetime):
-        return t.timestamp()
+        return _datetime_seconds(t)
     if isinstance(t, bool) or not isinstance(t, (int, float)):
         raise TypeError(
             "netpoll: a deadline is None, a time.time() float or a datetime, "
             f"not {type(t).__name__}"
         )
-    value = float(t)
+    try:
+        value = float(t)
+    except OverflowError:  # an int beyond float range
+        value = float("inf") if t > 0 else float("-inf")
     if value != value:
         raise ValueError("netpoll: deadline is NaN")
+    if value < time.time() - RELATIVE_DEADLINE_LIMIT:
+        raise ValueError(
+            f"netpoll: deadline {t!r} is more than a day in the past: it looks like a "
+            "relative time (or a time.monotonic() reading), but deadlines are absolute "
+            f"wall-clock times: time.time() + {t!r}; "
+            "to make pending I/O time out now, pass time.time()"
+        )
     return value
 
 
-__all__ = ["CancelEvent", "CancelWatcher", "DialContext", "as_deadline"]
+__all__ = [
+    "RELATIVE_DEADLINE_LIMIT",
+    "CancelEvent",
+    "CancelWatcher",
+    "DialContext",
+    "as_deadline",
+]

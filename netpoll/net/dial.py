@@ -435,7 +435,6 @@ def dial(network: str, address: str, timeout: float | None = None) -> Conn:
     return Dialer(timeout=timeout).dial(network, address)
 
 
-
 __all__ = [
     "SANE_MINIMUM",
     "Dialer",

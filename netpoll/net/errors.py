@@ -215,8 +215,12 @@ def op_error_class(err: BaseException) -> type[OpError]:
         with _cache_lock:
             cls = _cache.get(mixin)
             if cls is None:
-                name = f"OpError_{mixin.__name__}"
-                cls = type(name, (OpError, mixin), {"__module__": __name__})
+                # Named "OpError", so repr() and type().__name__ read like the
+                # documented class; the qualified name, which tracebacks print
+                # with the module, says which builtin it also is:
+                # "netpoll.OpError[TimeoutError]: read tcp ...: i/o timeout".
+                cls = type("OpError", (OpError, mixin), {"__module__": "netpoll"})
+                cls.__qualname__ = f"OpError[{mixin.__name__}]"
                 _cache[mixin] = cls
     return cls
 

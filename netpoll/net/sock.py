@@ -228,9 +228,9 @@ class NetFD:
         """Keep-alive idle time and probe interval, rounded up to whole seconds.
 
         Go's ``setKeepAlivePeriod``: TCP_KEEPIDLE (macOS: TCP_KEEPALIVE) and
-        TCP_KEEPINTVL where the platform has them.
+        TCP_KEEPINTVL where the platform has them; 0 is Go's default of 15 s.
         """
-        secs = max(1, math.ceil(seconds))
+        secs = max(1, math.ceil(seconds or DEFAULT_TCP_KEEPALIVE))
         idle = getattr(_socket, "TCP_KEEPIDLE", None)
         if idle is None:  # macOS names the idle time TCP_KEEPALIVE
             idle = getattr(_socket, "TCP_KEEPALIVE", None)
@@ -481,7 +481,10 @@ def _dial(
         _bind(nfd, laddr)
     peer: Any = None
     if raddr is not None:
-        rsa = raddr.sockaddr(nfd.family)
+        try:
+            rsa = raddr.sockaddr(nfd.family)
+        except OSError as exc:  # a Unix path too long for sun_path
+            raise with_syscall(exc, "connect") from None
         peer = nfd.connect(ctx, rsa)
         if peer is None:
             peer = rsa

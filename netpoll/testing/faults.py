@@ -14,8 +14,41 @@ test declares up front::
 A :class:`Faults` owns one filter *layer* on a Switch (its own, or one you
 pass in, e.g. the pytest ``netpoll_switch`` fixture's), so ``Switch.set``
 filters and fault rules can be used together.  Every helper returns a
-:class:`Rule`: ``rule.fired`` says how many times it injected, ``rule.remove()``
-stops it.  Rules apply in the order they were added.
+:class:`Rule`; rules apply in the order they were added.
+
+The same conventions hold for every helper:
+
+``times``
+    How many faults the rule injects; ``None`` (the default of every
+    helper) means every matching call until the rule is removed or the
+    ``with`` block ends, like a Switch filter.  ``times=1`` is a one-off.
+    The one unit that is not a call: ``reset_after`` counts *connections*
+    (a reset connection stays reset).
+``after``
+    The first ``after`` matching calls are let through untouched.
+``where``
+    A predicate on the :class:`~netpoll.testing.switch.Status` narrowing the
+    calls (:func:`on_address`, :func:`on_fd`, :func:`on_thread`, or yours).
+``rule.fired``
+    How many calls the rule changed (failed, delayed, shortened, answered
+    with EAGAIN, blackholed, reset, or a poller wait it added fake events
+    to).  Each of them is exactly one :class:`Injection` in
+    :attr:`Faults.log`, so ``rule.fired == len(faults.injections(rule))``.
+    ``times`` caps ``fired`` (except for ``reset_after``, see above).
+``rule.seen``
+    How many matching calls the rule looked at.
+``faults.log``
+    Structured :class:`Injection` records, in order: which rule, which call
+    kind and fd, the ``action`` taken and its ``errno``/``value``.
+
+Nesting two ``Faults()``: each creates and installs its own Switch, and the
+one installed last wraps the calls *outside* the other, so it sees every
+call first.  A call its rule fails before the syscall never reaches the
+outer (earlier) Switch: the outer one's statistics, socket table and rules
+do not see it.  To have one view of everything, layer the inner rules on
+the outer Switch instead, ``Faults(outer.switch)`` (the ``netpoll_faults``
+fixture does this with ``netpoll_switch``): one Switch then counts every
+call, and the layers' rules apply in the order the layers were first used.
 
 Determinism: a rule decides from its own counters (``after`` matching calls
 are let through, then ``times`` are failed), never from the clock, and
@@ -55,7 +88,7 @@ import socket as _socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from netpoll.core.hookspecs import MODE_R, MODE_RW, MODE_W
@@ -63,6 +96,7 @@ from netpoll.testing.switch import IO_KINDS, AfterFilter, Status, Switch
 
 __all__ = [
     "CHAOS_ACTIONS",
+    "INJECTION_ACTIONS",
     "Faults",
     "Injection",
     "Rule",
@@ -222,14 +256,61 @@ def _break_poller() -> None:
 # -- rules -------------------------------------------------------------------------
 
 
+#: The values of :attr:`Injection.action`.
+INJECTION_ACTIONS = ("fail", "delay", "short", "eagain", "blackhole", "reset", "spurious")
+
+
 @dataclass(frozen=True)
 class Injection:
-    """One injected fault, as recorded in :attr:`Faults.log`."""
+    """One call a rule changed, as recorded in :attr:`Faults.log`.
+
+    ``rule`` is the rule's name ("fail", "chaos", ...) and ``source`` the
+    :class:`Rule` itself; ``kind`` and ``fd`` say which call (``fd`` is -1
+    for ``socket`` and ``netpoll``); ``action`` is one of
+    :data:`INJECTION_ACTIONS`.  ``errno`` is the error the caller saw (fail,
+    eagain, reset) and ``error`` its class name; ``value`` is the delay in
+    seconds, the byte limit of a short call, the byte count after which a
+    connection reset, or the number of fake events of a spurious wakeup.
+    ``when`` is "after" for a fail that let the syscall run; ``wake`` is
+    False for an EAGAIN with no wakeup; ``index`` is chaos's call index;
+    ``thread`` the calling thread's name.  ``what`` is a one-line text.
+    """
 
     rule: str
     kind: str
     fd: int
-    what: str
+    action: str
+    errno: int | None = None
+    error: str = ""
+    value: float | None = None
+    when: str = "before"
+    wake: bool = True
+    index: int | None = None
+    thread: str = ""
+    source: Rule | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def what(self) -> str:
+        """A human-readable summary of the fault."""
+        code = errno.errorcode.get(self.errno, self.error) if self.errno is not None else ""
+        value = "?" if self.value is None else f"{self.value:g}"
+        if self.action == "fail":
+            text = f"{self.when}: {code or self.error}"
+        elif self.action == "delay":
+            text = f"sleep {value}"
+        elif self.action == "short":
+            text = f"short: at most {value} bytes"
+        elif self.action == "eagain":
+            text = "EAGAIN" + (" + wakeup" if self.wake else " (no wakeup)")
+        elif self.action == "blackhole":
+            text = "blackhole"
+        elif self.action == "reset":
+            text = f"reset after {value} bytes: {code}"
+        else:
+            text = f"{value} fake event(s)"
+        if self.index is not None:
+            text = f"chaos #{self.index}: {text}"
+        return text
 
 
 class Rule:
@@ -238,7 +319,9 @@ class Rule:
     ``kinds`` are the filter kinds it injects into; ``where`` (a predicate on
     the :class:`Status`) narrows them; the first ``after`` matching calls are
     let through, then the next ``times`` (None: all) get the fault.
-    ``fired`` counts injections, ``seen`` matching calls.
+    ``fired`` counts the calls the rule changed (one :class:`Injection`
+    each), ``seen`` the matching calls it looked at.  See the module
+    docstring for the conventions every helper follows.
     """
 
     #: Extra kinds a rule watches without injecting (bookkeeping).
@@ -249,7 +332,7 @@ class Rule:
         name: str,
         kinds: Iterable[str],
         *,
-        times: int | None = 1,
+        times: int | None = None,
         after: int = 0,
         where: Where | None = None,
     ) -> None:
@@ -309,10 +392,17 @@ class Rule:
     def _stop(self) -> None:
         self.active = False
 
-    def _record(self, st: Status, what: str) -> None:
+    def _record(self, st: Status, action: str, **details: Any) -> None:
         faults = self._faults
         if faults is not None:
-            faults._record(Injection(self.name, st.kind, st.fd, what))
+            name = threading.current_thread().name
+            inj = Injection(self.name, st.kind, st.fd, action, thread=name, source=self, **details)
+            faults._record(inj)
+
+
+def _error_details(exc: BaseException) -> dict[str, Any]:
+    code = getattr(exc, "errno", None)
+    return {"errno": code if isinstance(code, int) else None, "error": type(exc).__name__}
 
 
 class _Fail(Rule):
@@ -328,7 +418,7 @@ class _Fail(Rule):
         if not self._claim(st):
             return None
         exc = make_error(self.err)
-        self._record(st, f"{self.when}: {exc!r}")
+        self._record(st, "fail", when=self.when, **_error_details(exc))
         if self.when == "before":
             raise exc
 
@@ -347,7 +437,7 @@ class _Delay(Rule):
 
     def before(self, st: Status) -> AfterFilter | None:
         if self._claim(st):
-            self._record(st, f"sleep {self.seconds}")
+            self._record(st, "delay", value=self.seconds)
             time.sleep(self.seconds)
         return None
 
@@ -366,6 +456,7 @@ class _Short(Rule):
         if self._claim(st):
             cur = st.max_bytes
             st.max_bytes = self.max_bytes if cur is None else min(cur, self.max_bytes)
+            self._record(st, "short", value=st.max_bytes)
         return None
 
 
@@ -383,7 +474,7 @@ class _Eagain(Rule):
     def before(self, st: Status) -> AfterFilter | None:
         if not self._claim(st):
             return None
-        self._record(st, "EAGAIN" + (" + wakeup" if self.wake else " (no wakeup)"))
+        self._record(st, "eagain", errno=errno.EAGAIN, error="BlockingIOError", wake=self.wake)
         faults = self._faults
         if self.wake and faults is not None:
             # Posted before the raise, delivered by the poller after it: the
@@ -406,7 +497,7 @@ class _Blackhole(Rule):
             return None
         with self._lock:
             self._holes.add(st.fd)
-        self._record(st, f"blackhole {st.address!r}")
+        self._record(st, "blackhole")
         # The real connect never runs, so no SYN leaves and the socket stays
         # unconnected until the dial gives up and closes it.
         raise BlockingIOError(errno.EINPROGRESS, os.strerror(errno.EINPROGRESS))
@@ -439,7 +530,12 @@ class _Blackhole(Rule):
 
 
 class _ResetAfter(Rule):
-    """Per connection: after ``nbytes`` read (or written), every call fails."""
+    """Per connection: after ``nbytes`` read (or written), every call fails.
+
+    ``times`` counts connections; ``fired`` the calls failed with the reset
+    error (every call on a reset connection); ``connections`` the
+    connections that were reset.
+    """
 
     watch = ("close",)
 
@@ -453,6 +549,8 @@ class _ResetAfter(Rule):
         self.err = err
         self._count: dict[int, int] = {}  # fd -> bytes so far, for targeted conns
         self._targets = 0
+        #: Connections that reached ``nbytes`` and were reset.
+        self.connections = 0
 
     def _target(self, st: Status) -> bool:
         fd = st.fd
@@ -478,13 +576,13 @@ class _ResetAfter(Rule):
         remaining = self.nbytes - done
         if remaining <= 0:
             with self._lock:
-                first = done == self.nbytes
-                if first:
-                    self.fired += 1
+                if done == self.nbytes:
+                    self.connections += 1
                     self._count[fd] = self.nbytes + 1  # reset happened: sticky
-            if first:
-                self._record(st, f"reset after {self.nbytes} bytes")
-            raise make_error(self.err)
+                self.fired += 1
+            exc = make_error(self.err)
+            self._record(st, "reset", value=self.nbytes, **_error_details(exc))
+            raise exc
         cur = st.max_bytes
         st.max_bytes = remaining if cur is None else min(cur, remaining)
 
@@ -517,6 +615,9 @@ class _Spurious(Rule):
         self._rng = random.Random(seed)
         self._stopping = threading.Event()
         self._ticker: threading.Thread | None = None
+        #: Fake readiness events added so far (``fired`` counts the waits they
+        #: were added to: an M's ``netpoll``, or a parked thread's ``netpollwait``).
+        self.events = 0
 
     def _start(self) -> None:
         if self.interval > 0:
@@ -555,7 +656,9 @@ class _Spurious(Rule):
             hit = self._rng.random() < self.rate
             if hit:
                 self.fired += 1
+                self.events += 1
         if hit:
+            self._record(st, "spurious", value=1)
             st.result = int(st.result or 0) | MODE_RW
 
     def _add(self, st: Status) -> None:
@@ -567,13 +670,18 @@ class _Spurious(Rule):
             for _fd, token in _runtime().cache.registered():
                 if self._rng.random() < self.rate:
                     extra.append((token, MODE_RW))
-            self.fired += len(extra)
         if where is not None:
             extra = [
                 ev for ev in extra if where(Status("netpoll", st.cookie, _token_fd(ev[0]), {}))
             ]
-        if extra:
-            st.result = [*(st.result or ()), *extra]
+        if not extra:
+            return
+        # Counted after ``where``: only events that reach the poller's caller.
+        with self._lock:
+            self.fired += 1
+            self.events += len(extra)
+        self._record(st, "spurious", value=len(extra))
+        st.result = [*(st.result or ()), *extra]
 
 
 class _Chaos(Rule):
@@ -626,20 +734,26 @@ class _Chaos(Rule):
         with self._lock:
             self.fired += 1
             self.log.append((kind, n, name))
-        self._record(st, f"chaos #{n}: {name}")
         if isinstance(action, int):
-            raise make_error(action)
+            exc = make_error(action)
+            self._record(st, "fail", index=n, **_error_details(exc))
+            raise exc
         if action == "short":
             key = "buf" if kind in ("read", "recvfrom") else "data"
             with memoryview(st.args[key]) as view:
                 size = view.nbytes
+            limit = size
             if size > 1:
                 limit = 1 + rng.randrange(size - 1)
                 st.max_bytes = limit if st.max_bytes is None else min(st.max_bytes, limit)
+            self._record(st, "short", value=limit, index=n)
             return None
         if action == "delay":
-            time.sleep(rng.uniform(0.0, 0.005))
+            seconds = rng.uniform(0.0, 0.005)
+            self._record(st, "delay", value=seconds, index=n)
+            time.sleep(seconds)
             return None
+        self._record(st, "eagain", errno=errno.EAGAIN, error="BlockingIOError", index=n)
         faults = self._faults
         if faults is not None:
             faults._post_ready(st.fd, _MODE_OF[kind])
@@ -656,6 +770,11 @@ class Faults:
     block; with one, it adds a filter layer to it and leaves installing to
     its owner.  Leaving the block removes every rule (and stops the
     spurious-wakeup ticker).
+
+    Nesting: an inner ``Faults()`` with its own Switch sees calls before
+    the outer one, and what it fails before the syscall the outer Switch
+    never sees; ``Faults(outer.switch)`` shares one Switch (see the module
+    docstring).
     """
 
     def __init__(self, switch: Switch | None = None) -> None:
@@ -667,7 +786,7 @@ class Faults:
         # swapped whole, so the call path reads them without the lock.
         self._by_kind: dict[str, tuple[tuple[Rule, ...], tuple[Rule, ...]]] = {}
         self._pending: list[tuple[object, int]] = []
-        #: Every fault injected, in order (see :class:`Injection`).
+        #: Every call a rule changed, in order (see :class:`Injection`).
         self.log: list[Injection] = []
 
     # -- lifetime ----------------------------------------------------------------
@@ -707,7 +826,7 @@ class Faults:
         self,
         kind: str | Iterable[str],
         err: int | BaseException | type[BaseException],
-        times: int | None = 1,
+        times: int | None = None,
         after: int = 0,
         where: Where | None = None,
         *,
@@ -716,9 +835,10 @@ class Faults:
         """Fail calls of ``kind`` with ``err`` (an errno, exception class or instance).
 
         The first ``after`` matching calls run normally, then ``times`` of
-        them (None: all) fail.  ``when="before"`` fails without running the
-        syscall; ``when="after"`` runs it and replaces its result (a socket
-        or accepted conn it created is closed, a close still closes).
+        them fail (None, the default: all of them, until the rule is
+        removed).  ``when="before"`` fails without running the syscall;
+        ``when="after"`` runs it and replaces its result (a socket or
+        accepted conn it created is closed, a close still closes).
         """
         return self._add(_Fail(_kinds(kind), err, when, times=times, after=after, where=where))
 
@@ -730,7 +850,10 @@ class Faults:
         after: int = 0,
         where: Where | None = None,
     ) -> Rule:
-        """Sleep ``seconds`` before each matching call (the syscall then runs)."""
+        """Sleep ``seconds`` before each matching call (the syscall then runs).
+
+        ``times`` limits how many calls are delayed (None: all).
+        """
         return self._add(_Delay(_kinds(kind), seconds, times=times, after=after, where=where))
 
     def short(
@@ -745,19 +868,20 @@ class Faults:
 
         Reads return fewer bytes (the caller sees it); writes take fewer and
         the net layer's write loop sends the rest (the caller does not).
+        ``fired`` counts the shortened calls; ``times`` limits them (None: all).
         """
         return self._add(_Short(_kinds(kind), max_bytes, times=times, after=after, where=where))
 
     def eagain(
         self,
         kind: str | Iterable[str],
-        times: int | None = 1,
+        times: int | None = None,
         after: int = 0,
         where: Where | None = None,
         *,
         wake: bool = True,
     ) -> Rule:
-        """Answer matching calls with EAGAIN without running them.
+        """Answer matching calls with EAGAIN without running them (``times``: how many).
 
         With ``wake`` (default) a readiness event for the descriptor is
         posted through the poller hook, so the parked operation retries at
@@ -773,6 +897,8 @@ class Faults:
     ) -> Rule:
         """Connects to ``match`` (None: all; see :func:`on_address`) never complete.
 
+        ``times`` limits how many connects are blackholed (None: all).
+
         The dial waits until its deadline (an OpError that is a
         :class:`TimeoutError`) or cancel; no packet is sent and nothing
         outside loopback is needed.  The happy-eyeballs fallback, partial
@@ -785,16 +911,18 @@ class Faults:
         self,
         nbytes: int,
         kind: str = "read",
-        times: int | None = 1,
+        times: int | None = None,
         where: Where | None = None,
         *,
         err: int | BaseException | type[BaseException] = errno.ECONNRESET,
     ) -> Rule:
-        """The next ``times`` matching connections reset after ``nbytes``.
+        """Matching connections reset after ``nbytes``: the next ``times`` (None: all).
 
         Their reads (``kind="write"``: writes) deliver exactly ``nbytes``
-        (short calls at the boundary), then fail with ``ECONNRESET`` from
-        then on.  ``fired`` counts connections that were reset.
+        (short calls at the boundary), then fail with ``ECONNRESET`` (or
+        ``err``) from then on.  Unlike the other helpers, ``times`` counts
+        *connections*; ``fired`` counts the calls that failed, as for every
+        rule, and ``rule.connections`` the connections that were reset.
         """
         return self._add(_ResetAfter(kind, nbytes, err, times=times, where=where))
 
@@ -805,7 +933,7 @@ class Faults:
 
         A ticker interrupts the poller every ``interval`` seconds so that it
         returns (and fakes) even when nothing happens.  ``fired`` counts the
-        fake events.
+        poller waits it added events to; ``rule.events`` the fake events.
         """
         rule = _Spurious(rate, seed, interval, times=None, where=where)
         self._add(rule)
@@ -825,7 +953,8 @@ class Faults:
         Call ``i`` of kind ``k`` gets a fault with probability ``rate``,
         decided by ``(seed, k, i)`` alone, so the same sequence of calls gets
         the same faults for the same seed, whatever the timing.  The rule's
-        ``log`` lists ``(kind, index, action)`` of each fault.
+        ``log`` lists ``(kind, index, action)`` of each fault; each is also
+        in :attr:`Faults.log` with its ``index``.
         """
         return self._add(_Chaos(seed, rate, tuple(kinds), actions, where=where))
 
@@ -916,6 +1045,11 @@ class Faults:
     def _record(self, inj: Injection) -> None:
         with self._lock:
             self.log.append(inj)
+
+    def injections(self, rule: Rule | None = None) -> list[Injection]:
+        """A snapshot of :attr:`log`, or of the entries of one ``rule``."""
+        with self._lock:
+            return [i for i in self.log if rule is None or i.source is rule]
 
     def __repr__(self) -> str:
         return f"<Faults rules={self.rules!r}>"

@@ -209,6 +209,12 @@ class kqueue:  # named like select.kqueue
         """True once :meth:`close` was called."""
         return self._closed
 
+    def fds(self) -> tuple[int, ...]:
+        """Every descriptor this emulated kqueue holds (its epoll and wake eventfd)."""
+        if self.closed:
+            return ()
+        return (self._epoll.fileno(), self._wake_fd)
+
     def fileno(self) -> int:
         """The internal epoll descriptor (it is readable when events are queued)."""
         self._check_open()

@@ -14,8 +14,14 @@ whole package and checks ``sw.Sockets()`` after the run; here it is per test):
 
 ``netpoll_switch`` fixture
     A :class:`~netpoll.testing.switch.Switch` installed for the test and
-    removed afterwards, even when the test fails.  If the test passed but
-    left sockets open that the Switch saw created, the teardown fails,
+    removed afterwards, even when the test fails.  It is set up before the
+    test's other function-scoped fixtures and torn down after them,
+    whatever the order they are requested in, so the leak check covers
+    sockets opened by the test *and* by its function-scoped fixtures, and
+    runs once those fixtures have closed what they own.  Sockets opened
+    before it (by module- or session-scoped fixtures, or earlier tests)
+    are not tracked: a Switch only knows the sockets it saw created.  If
+    the test passed but left tracked sockets open, the teardown fails,
     naming each socket and where it was opened (after a short grace period
     for sockets other threads are still closing).
 ``netpoll_faults`` fixture
@@ -24,7 +30,8 @@ whole package and checks ``sw.Sockets()`` after the run; here it is per test):
 ``@pytest.mark.netpoll_backend("poll")``
     Runs the test on that poller backend (``netpoll.use_backend``), restoring
     the previous choice afterwards; skipped when the backend is not available
-    here.  The switch happens before any fixture is set up.
+    here, the skip reported at the test's own line with the reason netpoll
+    gives.  The switch happens before any fixture is set up.
 ``@pytest.mark.netpoll_goroutine``
     Runs the test function's body as a goroutine: the calling thread becomes
     an M (:func:`netpoll.run`), so every netpoll call of the body parks a G
@@ -65,6 +72,8 @@ _G_MARKER = "netpoll_goroutine"
 _prev_backend_key = pytest.StashKey[tuple[bool, Any]]()
 _call_failed_key = pytest.StashKey[bool]()
 _saved_env_key = pytest.StashKey[tuple[bool, str | None]]()
+_marker_skip_key = pytest.StashKey[bool]()
+_SWITCH_FIXTURE = "netpoll_switch"
 
 
 def _runtime() -> Any:
@@ -187,8 +196,44 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     try:
         rt.use_backend(name)
     except BackendError as exc:
-        pytest.skip(f"netpoll backend {name!r} is not available here: {exc}")
+        # The registry's message already names the backend, why it is not
+        # usable and what is; the report is moved to the test's line below.
+        reason = str(exc)
+        if "not available here" not in reason:  # an unknown name
+            detail = reason.removeprefix("netpoll: ")
+            reason = f"netpoll: backend {name!r} is not available here ({detail})"
+        item.stash[_marker_skip_key] = True
+        pytest.skip(reason)
     item.stash[_prev_backend_key] = (True, prev)
+
+
+def _function_scoped(item: pytest.Item, name: str) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    defs: Any = getattr(info, "name2fixturedefs", {}).get(name)
+    # Not a fixture (a parametrize argument) or of unknown scope: leave it be.
+    return bool(defs) and getattr(defs[-1], "scope", None) == "function"
+
+
+def _switch_first(item: pytest.Item) -> None:
+    """Set ``netpoll_switch`` up before the test's other function-scoped fixtures.
+
+    pytest sets fixtures up in the order of ``item.fixturenames`` (wider
+    scopes first) and tears them down in reverse.  Moving the Switch to the
+    front of the function-scoped ones makes the leak check see the sockets
+    of every fixture of the test, and run after they were torn down.
+    """
+    names = getattr(item, "fixturenames", None)
+    if not isinstance(names, list) or _SWITCH_FIXTURE not in names:
+        return
+    names.remove(_SWITCH_FIXTURE)
+    at = next((i for i, n in enumerate(names) if _function_scoped(item, n)), len(names))
+    names.insert(at, _SWITCH_FIXTURE)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order ``netpoll_switch`` first among each test's function-scoped fixtures."""
+    for item in items:
+        _switch_first(item)
 
 
 @pytest.hookimpl(wrapper=True, trylast=True)
@@ -209,10 +254,22 @@ def pytest_runtest_teardown(
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Remember whether the test body failed (a failed test's leaks are not reported)."""
+    """Remember whether the test body failed (a failed test's leaks are not reported).
+
+    A skip by the ``netpoll_backend`` marker is reported at the test, not at
+    this plugin's line (what pytest does for its own ``skipif`` marks).
+    """
     report = yield
     if report.when == "call" and report.failed:
         item.stash[_call_failed_key] = True
+    if (
+        report.when == "setup"
+        and report.skipped
+        and item.stash.get(_marker_skip_key, False)
+        and isinstance(report.longrepr, tuple)
+    ):
+        path, line = item.reportinfo()[:2]
+        report.longrepr = (str(path), (line or 0) + 1, report.longrepr[2])
     return report
 
 

@@ -451,7 +451,13 @@ class Switch:
             return replace(s) if s is not None else Stat(family, type, proto)
 
     def sockets(self) -> dict[int, SocketInfo]:
-        """Open sockets the Switch saw created, by fd (Go's ``Switch.Sockets``)."""
+        """Open sockets the Switch saw created, by fd (Go's ``Switch.Sockets``).
+
+        Sockets opened before :meth:`install` are not in it (nor counted in
+        :meth:`stats`): a leak check built on it covers what was opened while
+        the Switch was installed.  The pytest ``netpoll_switch`` fixture is
+        therefore set up before a test's other function-scoped fixtures.
+        """
         with self._lock:
             return dict(self._sotab)
 
@@ -572,7 +578,10 @@ class Switch:
             with self._lock:
                 self._stat_locked(cookie).open_failed += 1
             raise
-        if real_err is None and real is not None and st.result is not real:
+        # Hidden when an after filter replaced the result, or set ``error`` in
+        # place and left ``result`` alone (the docstring allows both).
+        hidden = st.error is not None or st.result is not real
+        if real_err is None and real is not None and hidden:
             _close_quietly(real)  # created, but a filter said it failed: no leak
         if st.error is not None:
             with self._lock:

@@ -19,7 +19,7 @@ from typing import Any
 import netpoll
 from netpoll.core.hookspecs import hookimpl
 from netpoll.core.runtime import runtime
-from netpoll.core.wakefd import wake_fds
+from netpoll.core.sched import runtime_fds
 
 
 def has_ipv6() -> bool:
@@ -31,7 +31,7 @@ def has_ipv6() -> bool:
 
 def open_fd_count() -> int:
     """How many fds this process has open, not counting idle wake eventfds."""
-    return len(set(os.listdir("/proc/self/fd")) - {str(fd) for fd in wake_fds.fds()})
+    return len(set(os.listdir("/proc/self/fd")) - {str(fd) for fd in runtime_fds()})
 
 
 def is_timeout(err: BaseException) -> bool:
