@@ -217,6 +217,11 @@ class FD:
             pd = self.pd
             if pd is not None:
                 pd.prepare(MODE_R)
+                if pd.rhint:
+                    # The last read parked in the kernel, so this one most
+                    # likely would too: wait first and skip the EAGAIN round
+                    # (a system call that also hands the GIL around).
+                    pd.wait_first(MODE_R)
             while True:
                 try:
                     n: int = _table.read(self.sock, buf)

@@ -85,6 +85,7 @@ class PollDesc:
         "m",
         "rd",
         "rg",
+        "rhint",
         "rtimer",
         "token",
         "wd",
@@ -106,6 +107,9 @@ class PollDesc:
         #: When the deadline timer armed for each direction fires (0: none).
         self.rtimer = 0.0
         self.wtimer = 0.0
+        #: The last read parked in the kernel (a thread G): the next one may
+        #: wait before it tries (see wait_first).
+        self.rhint = False
         #: The M whose poller has this fd registered (None: not registered).
         self.m: M | None = None
 
@@ -124,6 +128,7 @@ class PollDesc:
         self.rg = self.wg = None
         self.rd = self.wd = 0.0
         self.rtimer = self.wtimer = 0.0
+        self.rhint = False
         self.m = None
 
     def retire(self) -> None:
@@ -301,6 +306,8 @@ class PollDesc:
                     timeout = 0.0
                 else:
                     timeout = max(0.0, d - _monotonic())
+                if read:
+                    self.rhint = True
                 modes = g.wait_fd(fd, mode, timeout)
                 with self.lock:
                     if g.woken:  # a notifier took it out (its poke may still come)
@@ -355,6 +362,18 @@ class PollDesc:
             if self.closing or (d and (d < 0 or d <= _monotonic())):
                 self.raise_for(self.check(mode))
             self.wg = None
+
+    def wait_first(self, mode: int) -> None:
+        """Wait for readiness before trying, if the caller waits in the kernel.
+
+        A thread G's wait (poll(2) on the fd) is level-triggered, so waiting
+        first is always safe: data already there returns at once.  A
+        goroutine must try first: its poller is edge-triggered, and the
+        notice of data that a previous read left in the socket is gone.
+        """
+        self.rhint = False
+        if current_g().poll_m is None:
+            self.wait(mode)
 
     def wait(self, mode: int) -> None:
         """poll_runtime_pollWait: park until ready, closed, or past the deadline.
