@@ -279,3 +279,25 @@ def test_bad_input_fails_before_any_socket(call, exc, text) -> None:  # type: ig
     assert open_fd_count() == before
     if isinstance(info.value, netpoll.OpError):
         assert isinstance(info.value, OSError)
+
+
+def test_syscall_error_is_unwrapped_into_the_op_error() -> None:
+    """Go's os.SyscallError: the call's name travels in its own object, not on the error."""
+    import errno as _errno
+
+    from netpoll.net.errors import SyscallError, op_error, with_syscall
+
+    raw = ConnectionRefusedError(_errno.ECONNREFUSED, "Connection refused")
+    wrapped = with_syscall(raw, "connect")
+    assert isinstance(wrapped, SyscallError) and wrapped.err is raw
+    assert wrapped.errno == _errno.ECONNREFUSED
+    assert not hasattr(raw, "netpoll_syscall")  # nothing rides on the original
+    err = op_error("dial", "tcp", None, None, wrapped)
+    assert isinstance(err, ConnectionRefusedError)
+    assert str(err).endswith("connect: connection refused")
+    # Poll-layer errors stay bare, as Go reports them.
+    from netpoll.core.errors import DeadlineExceededError
+
+    timeout = DeadlineExceededError()
+    assert with_syscall(timeout, "read") is timeout
+    assert str(op_error("read", "tcp", None, None, timeout, "read")).endswith(": i/o timeout")

@@ -44,7 +44,7 @@ from netpoll.net.addr import (
     UnixAddr,
 )
 from netpoll.net.context import as_deadline
-from netpoll.net.errors import AddrError, NetError, OpError, op_error, with_syscall
+from netpoll.net.errors import AddrError, NetError, OpError, op_error
 from netpoll.net.sock import NetFD, RawConn
 
 if TYPE_CHECKING:
@@ -114,9 +114,7 @@ class Conn(io.RawIOBase):
 
     def _error(self, op: str, exc: BaseException, syscall: str = "", addr: Any = None) -> OpError:
         nfd = self._nfd
-        if isinstance(exc, OSError) and syscall:
-            with_syscall(exc, syscall)
-        return op_error(op, nfd.net, nfd.laddr, nfd.raddr if addr is None else addr, exc)
+        return op_error(op, nfd.net, nfd.laddr, nfd.raddr if addr is None else addr, exc, syscall)
 
     # -- io.RawIOBase --------------------------------------------------------
 

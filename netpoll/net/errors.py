@@ -240,34 +240,44 @@ def op_error(
     """
     if isinstance(err, OpError):
         return err
-    if not syscall:
-        syscall = getattr(err, "netpoll_syscall", "")
+    if isinstance(err, SyscallError):
+        syscall, err = err.syscall, err.err
+    elif isinstance(err, _BARE):
+        syscall = ""
     return op_error_class(err)(op, net, source, addr, err, syscall)
 
 
+class SyscallError(OSError):
+    """An OS error and the system call that failed (Go's ``os.SyscallError``).
+
+    The net layer raises it between the call and the operation that wraps it:
+    :func:`op_error` unwraps it, so the OpError is an instance of the
+    original error's builtin class and reads ``connect: connection refused``.
+    ``errno`` and ``strerror`` are the original error's.
+    """
+
+    def __init__(self, syscall: str, err: OSError) -> None:
+        super().__init__(err.errno, err.strerror)
+        self.syscall = syscall
+        self.err = err
+
+    def __str__(self) -> str:
+        return f"{self.syscall}: {error_text(self.err)}"
+
+
+#: Errors reported without a system call's name (Go reports them bare).
+_BARE = (NetClosingError, DeadlineExceededError, NetError, OpError)
+
+
 def with_syscall(err: OSError, name: str) -> OSError:
-    """Note on ``err`` which system call failed (Go's ``os.NewSyscallError``).
+    """``err`` as a :class:`SyscallError` of ``name`` (Go's ``os.NewSyscallError``).
 
-    :func:`op_error` prints it as ``connect: connection refused``.  Poll-layer
-    errors (timeouts, closes) and the net layer's own errors get no name.
+    Poll-layer errors (timeouts, closes) and the net layer's own errors are
+    returned unchanged: Go reports them without a call's name.
     """
-    quiet = (NetClosingError, DeadlineExceededError, NetError, OpError)
-    if not isinstance(err, quiet) and not getattr(err, "netpoll_syscall", ""):
-        err.netpoll_syscall = name  # type: ignore[attr-defined]
-    return err
-
-
-def wrap_syscall(
-    op: str, net: str, source: Any, addr: Any, err: BaseException, syscall: str
-) -> OpError:
-    """Like :func:`op_error`, naming ``syscall`` unless ``err`` is a poll-layer error.
-
-    Deadlines and closes are reported bare ("i/o timeout"), as Go does; an
-    OS error names the call ("connect: connection refused").
-    """
-    if isinstance(err, (NetClosingError, DeadlineExceededError, NetError)):
-        syscall = ""
-    return op_error(op, net, source, addr, err, syscall)
+    if isinstance(err, (*_BARE, SyscallError)):
+        return err
+    return SyscallError(name, err)
 
 
 __all__ = [
@@ -278,10 +288,10 @@ __all__ = [
     "ErrClosed",
     "NetError",
     "OpError",
+    "SyscallError",
     "UnknownNetworkError",
     "error_text",
     "op_error",
     "op_error_class",
     "with_syscall",
-    "wrap_syscall",
 ]

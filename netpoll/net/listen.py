@@ -31,7 +31,7 @@ from netpoll.net.addr import (
 )
 from netpoll.net.conn import Conn, TCPConn, UDPConn, UnixConn
 from netpoll.net.context import as_deadline
-from netpoll.net.errors import AddrError, OpError, UnknownNetworkError, op_error, with_syscall
+from netpoll.net.errors import AddrError, OpError, UnknownNetworkError, op_error
 from netpoll.net.lookup import first_ipv4, resolve_addr_list
 from netpoll.net.sock import ControlFn, NetFD, RawConn, accept, favorite_family, socket
 
@@ -53,9 +53,7 @@ class Listener:
         self._close_lock = threading.Lock()
 
     def _error(self, op: str, exc: BaseException, syscall: str = "") -> OpError:
-        if isinstance(exc, OSError) and syscall:
-            with_syscall(exc, syscall)
-        return op_error(op, self._nfd.net, None, self._nfd.laddr, exc)
+        return op_error(op, self._nfd.net, None, self._nfd.laddr, exc, syscall)
 
     def _accept_nfd(self) -> NetFD:
         try:
