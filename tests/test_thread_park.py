@@ -121,3 +121,44 @@ def test_deadline_extended_from_another_thread_waits_on(pair: Any, park_kind: st
     s.write(b"late")
     t.join(5)
     assert out.get("result") == b"late"
+
+
+def test_a_watched_read_tries_the_call_first(pair: Any) -> None:
+    """After a parked read a thread may wait before its next read, but not while a
+    plugin watches reads: to a plugin every operation tries the system call first."""
+    from netpoll.core.hookspecs import hookimpl
+    from netpoll.core.runtime import runtime
+
+    c, s = pair
+    out: dict[str, Any] = {}
+    t = _reader(c, out)  # parks: nothing sent yet
+    _wait_parked(c)
+    s.write(b"one!")
+    t.join(5)
+    assert out.get("result") == b"one!"
+
+    outcomes: list[str] = []
+
+    class Watch:
+        @hookimpl(wrapper=True)
+        def read(self, sock: Any, buf: Any) -> Any:
+            try:
+                n = yield
+            except BlockingIOError:
+                outcomes.append("EAGAIN")
+                raise
+            outcomes.append("data")
+            return n
+
+    watch = Watch()
+    runtime.pm.register(watch)
+    try:
+        out = {}
+        t = _reader(c, out)
+        _wait_parked(c)
+        s.write(b"two!")
+        t.join(5)
+    finally:
+        runtime.pm.unregister(watch)
+    assert out.get("result") == b"two!"
+    assert outcomes[0] == "EAGAIN" and outcomes[-1] == "data", outcomes

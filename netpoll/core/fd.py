@@ -37,6 +37,7 @@ from netpoll.core.sched import Note
 MAX_RW = 1 << 30
 
 _table = runtime.table
+_wrapped = _table.wrapped
 
 
 class FileHandle:
@@ -217,10 +218,12 @@ class FD:
             pd = self.pd
             if pd is not None:
                 pd.prepare(MODE_R)
-                if pd.rhint:
+                if pd.rhint and not _wrapped["read"]:
                     # The last read parked in the kernel, so this one most
                     # likely would too: wait first and skip the EAGAIN round
-                    # (a system call that also hands the GIL around).
+                    # (a system call that also hands the GIL around).  Only
+                    # while no plugin watches reads: to a plugin an operation
+                    # always tries the system call first, as Go's does.
                     pd.wait_first(MODE_R)
             while True:
                 try:
