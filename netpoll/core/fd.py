@@ -254,6 +254,8 @@ class FD:
             pd = self.pd
             if pd is not None:
                 pd.prepare(MODE_R)
+                if pd.rhint and not _wrapped["read"]:
+                    pd.wait_first(MODE_R)  # see readinto
             while True:
                 buf = bytearray(n)
                 try:
