@@ -22,6 +22,7 @@ import pytest
 import netpoll
 from netpoll.core.hookspecs import MAX_WAIT, MODE_R, MODE_WAKE, clamp_timeout, hookimpl
 from netpoll.core.runtime import runtime
+from tests.helpers.net import conn_pair as helper_conn_pair
 
 FAR_DEADLINES: dict[str, Callable[[], Any]] = {
     "inf": lambda: math.inf,
@@ -32,19 +33,10 @@ FAR_DEADLINES: dict[str, Callable[[], Any]] = {
 
 
 @pytest.fixture
-def conn_pair(backend: str) -> Iterator[tuple[netpoll.TCPConn, netpoll.TCPConn]]:
-    """A dialed conn and its accepted peer on loopback."""
-    ln = netpoll.listen("tcp", "127.0.0.1:0")
-    try:
-        c = netpoll.dial("tcp", str(ln.addr()), timeout=5)
-        s = ln.accept()
-    finally:
-        ln.close()
-    try:
-        yield c, s  # type: ignore[misc]
-    finally:
-        c.close()
-        s.close()
+def conn_pair(backend: str) -> Iterator[tuple[netpoll.Conn, netpoll.Conn]]:
+    """A dialed TCP conn and its accepted peer on loopback."""
+    with helper_conn_pair() as both:
+        yield both
 
 
 def _write_later(conn: Any, data: bytes, delay: float = 0.1) -> threading.Thread:

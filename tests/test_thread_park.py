@@ -17,6 +17,7 @@ import pytest
 
 import netpoll
 from netpoll.core import sched, wakefd
+from tests.helpers.net import conn_pair as helper_conn_pair
 
 PARK_KINDS = ["wake-fd", "lock"]
 
@@ -32,18 +33,10 @@ def park_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.fixture
-def pair(backend: str) -> Iterator[tuple[netpoll.TCPConn, netpoll.TCPConn]]:
-    ln = netpoll.listen("tcp", "127.0.0.1:0")
-    try:
-        c = netpoll.dial("tcp", str(ln.addr()), timeout=5)
-        s = ln.accept()
-    finally:
-        ln.close()
-    try:
-        yield c, s  # type: ignore[misc]
-    finally:
-        c.close()
-        s.close()
+def pair(backend: str) -> Iterator[tuple[netpoll.Conn, netpoll.Conn]]:
+    """A dialed TCP conn and its accepted peer on loopback."""
+    with helper_conn_pair() as both:
+        yield both
 
 
 def _reader(conn: Any, out: dict[str, Any], size: int = 4) -> threading.Thread:

@@ -217,14 +217,9 @@ class FD:
         try:
             pd = self.pd
             if pd is not None:
-                pd.prepare(MODE_R)
-                if pd.rhint and not _wrapped["read"]:
-                    # The last read parked in the kernel, so this one most
-                    # likely would too: wait first and skip the EAGAIN round
-                    # (a system call that also hands the GIL around).  Only
-                    # while no plugin watches reads: to a plugin an operation
-                    # always tries the system call first, as Go's does.
-                    pd.wait_first(MODE_R)
+                # After a read that parked in the kernel this waits first,
+                # skipping the EAGAIN round (see PollDesc.wait_first).
+                pd.prepare_read(_wrapped["read"])
             while True:
                 try:
                     n: int = _table.read(self.sock, buf)
@@ -253,9 +248,7 @@ class FD:
         try:
             pd = self.pd
             if pd is not None:
-                pd.prepare(MODE_R)
-                if pd.rhint and not _wrapped["read"]:
-                    pd.wait_first(MODE_R)  # see readinto
+                pd.prepare_read(_wrapped["read"])
             while True:
                 buf = bytearray(n)
                 try:

@@ -363,6 +363,16 @@ class PollDesc:
                 self.raise_for(self.check(mode))
             self.wg = None
 
+    def prepare_read(self, watched: bool) -> None:
+        """:meth:`prepare` for a read, then :meth:`wait_first` when the hint says so.
+
+        ``watched``: a plugin wraps the read hook; then the read always tries
+        the system call first, as Go's does, so the plugin sees it.
+        """
+        self.prepare(MODE_R)
+        if self.rhint and not watched:
+            self.wait_first(MODE_R)
+
     def wait_first(self, mode: int) -> None:
         """Wait for readiness before trying, if the caller waits in the kernel.
 

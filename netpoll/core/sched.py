@@ -686,6 +686,8 @@ _background: list[M] = []
 _next_background = itertools.count()
 _thread_poll_m: M | None = None
 _sysmon: threading.Thread | None = None
+# Serialises starting background Ms (not _ms_lock: a starting M takes that).
+_start_lock = threading.Lock()
 
 
 def _register_m(m: M) -> None:
@@ -778,36 +780,32 @@ def _start_background_m(name: str) -> M:
 
 def background_m() -> M:
     """A background M for a G started from a plain thread (round robin)."""
-    with _ms_lock:
-        want = procs()
-        if len(_background) < want:
-            m = None
-        else:
-            m = _background[next(_next_background) % len(_background)]
-    if m is not None:
+    with _start_lock:
+        with _ms_lock:
+            if len(_background) >= procs():
+                return _background[next(_next_background) % len(_background)]
+        m = _start_background_m(f"M{len(_background)}")
+        with _ms_lock:
+            _background.append(m)
         return m
-    m = _start_background_m(f"M{len(_background)}")
-    with _ms_lock:
-        _background.append(m)
-    return m
 
 
 def thread_poll_m() -> M:
     """The M that polls for threads parked on a lock (no wake descriptor)."""
     global _thread_poll_m
     m = _thread_poll_m
-    if m is None:
-        with _ms_lock:
-            m = _thread_poll_m
-        if m is None:
-            m = _start_background_m("threadpoll")
-            _thread_poll_m = m
-    return m
+    if m is not None:
+        return m
+    with _start_lock:  # one creator: a second caller waits and takes the same M
+        if _thread_poll_m is None:
+            _thread_poll_m = _start_background_m("threadpoll")
+        return _thread_poll_m
 
 
 def _after_fork_in_child() -> None:
-    global _ms_lock, _sysmon, _thread_poll_m, _blocking_pool
+    global _ms_lock, _start_lock, _sysmon, _thread_poll_m, _blocking_pool
     _ms_lock = threading.Lock()
+    _start_lock = threading.Lock()
     # No M thread survives a fork (run() in the forking thread included:
     # its hub is unusable from a fresh process image of another thread).
     for m in _ms:
