@@ -410,9 +410,20 @@ class PollDesc:
         woken at once; one whose deadline moved gets a timer on its poll M,
         or, parked in the kernel, a poke to recompute its timeout.
         """
+        lock = self.lock
+        if mode == MODE_R:
+            # The common case, a server moving its read deadline before each
+            # read: nobody parked in that direction, so nothing to wake or arm.
+            lock.acquire()
+            g = self.rg
+            if (g is None or g is PD_READY) and not self.closing:
+                self.rd = d
+                lock.release()
+                return
+            lock.release()
         woken: list[G] = []
         poked: list[G] = []
-        with self.lock:
+        with lock:
             if self.closing:
                 return
             now = _monotonic()
