@@ -385,6 +385,20 @@ class TLSConn(io.RawIOBase):
                             del plain[:result]
                         else:
                             result = int(self._ssl.read(size, view))
+                            # One SSL read gives at most one TLS record (16 KiB):
+                            # go on while whole records are already buffered,
+                            # so a large read costs one pass through here.
+                            obj = self._ssl
+                            while result < size and (obj.pending() or self._incoming.pending):
+                                try:
+                                    more = int(obj.read(size - result, view[result:]))
+                                except ssl.SSLError:
+                                    # Want-read, close_notify or a failure: the
+                                    # next call sees it; these bytes go out now.
+                                    break
+                                if not more:
+                                    break
+                                result += more
                     except ssl.SSLWantReadError:
                         pass
                     except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
