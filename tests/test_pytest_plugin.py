@@ -179,3 +179,36 @@ def test_unknown_session_backend_is_a_usage_error(tmp_path: Path) -> None:
     result = run_pytest(tmp_path, BACKEND_TEST, "--netpoll-backend=nope")
     assert result.returncode == pytest.ExitCode.USAGE_ERROR
     assert "unknown backend 'nope'" in result.stderr
+
+
+GOROUTINE_TESTS = """
+import pytest
+import netpoll
+
+stop = netpoll.Chan()
+
+def test_leaves_a_goroutine_running(netpoll_switch):
+    netpoll.go(stop.recv)  # parked until the next test
+
+def test_stops_it():
+    stop.close()
+
+@pytest.mark.netpoll_goroutine
+def test_body_is_a_goroutine(netpoll_switch):
+    assert netpoll.current_goroutine() is not None
+    with netpoll.listen("tcp", "127.0.0.1:0") as ln:
+        c = netpoll.dial("tcp", str(ln.addr()), timeout=2)
+        with c, ln.accept() as s:
+            c.write(b"hi")
+            assert s.read(2) == b"hi"
+"""
+
+
+def test_goroutines_left_running_are_reported(tmp_path: Path) -> None:
+    """The leak check reports goroutines a test left running; the marker runs a body as a G."""
+    result = run_pytest(tmp_path, GOROUTINE_TESTS)
+    out = result.stdout
+    assert outcome(result, "test_leaves_a_goroutine_running") == "ERROR", out
+    assert "goroutines still running" in out and "Chan.recv running" in out, out
+    assert outcome(result, "test_stops_it") == "PASSED", out
+    assert outcome(result, "test_body_is_a_goroutine") == "PASSED", out

@@ -273,28 +273,45 @@ def pytest_runtest_makereport(
     return report
 
 
-def _wait_for_leaks(sw: Switch, grace: float) -> str:
+def _wait_for_leaks(sw: Switch, grace: float, gs_before: set[Any]) -> str:
+    """What the test left behind: sockets the Switch saw opened, goroutines still running."""
+    from netpoll.core.sched import live_goroutines
+
     deadline = time.monotonic() + grace
-    while sw.sockets() and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        gs = [g for g in live_goroutines() if g not in gs_before]
+        if not sw.sockets() and not gs:
+            break
         time.sleep(0.01)
-    return sw.leak_report()
+    report = sw.leak_report()
+    gs = [g for g in live_goroutines() if g not in gs_before]
+    if gs:
+        lines = "\n".join(f"  {g!r}" for g in gs)
+        report += ("\n" if report else "") + f"goroutines still running:\n{lines}"
+    return report
 
 
 @pytest.fixture
 def netpoll_switch(request: pytest.FixtureRequest) -> Iterator[Switch]:
     """A :class:`~netpoll.testing.switch.Switch` installed for this test, leak-checked after."""
+    from netpoll.core.sched import live_goroutines
+
+    gs_before = set(live_goroutines())
     sw = Switch()
     sw.install()
     try:
         yield sw
         report = ""
         if not request.node.stash.get(_call_failed_key, False):
-            report = _wait_for_leaks(sw, LEAK_GRACE)
+            report = _wait_for_leaks(sw, LEAK_GRACE, gs_before)
     finally:
         sw.clear()
         sw.uninstall()
     if report:
-        pytest.fail(f"netpoll: {request.node.nodeid} left sockets open\n{report}", pytrace=False)
+        pytest.fail(
+            f"netpoll: {request.node.nodeid} left sockets open or goroutines running\n{report}",
+            pytrace=False,
+        )
 
 
 @pytest.fixture
