@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 
 from netpoll.core.runtime import runtime
-from netpoll.core.sched import background_m, live_goroutines, runtime_fds, thread_poll_m
+from netpoll.core.sched import background_m, live_goroutines, thread_poll_m
 from netpoll.testing.pytest_plugin import use_kqueue_emulation
-
-_PROC_FD = "/proc/self/fd"
+from tests.helpers.net import open_fds
 
 
 def _backends_to_test() -> list[str]:
@@ -93,28 +92,6 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str]:
     name: str = request.param
     runtime.use_backend(name)
     yield name
-
-
-def _is_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
-
-
-def open_fds() -> set[int]:
-    """The fds open in this process (empty set where /proc is absent)."""
-    try:
-        listed = {int(x) for x in os.listdir(_PROC_FD)}
-    except FileNotFoundError:
-        return set()
-    # The listing shows the directory fd listdir itself used, closed by now.
-    # It takes the lowest free number, which moves when the wake-fd pool
-    # grows or shrinks, and was then reported as a leak that never went away.
-    listed = {fd for fd in listed if _is_open(fd)}
-    # The wake fds of threads and the Ms' pollers belong to the runtime.
-    return listed - runtime_fds()
 
 
 def _user_threads() -> set[threading.Thread]:

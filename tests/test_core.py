@@ -41,18 +41,19 @@ def pair(backend: str) -> Iterator[tuple[FD, socket.socket]]:
     peer.close()
 
 
+def _record(fn: Callable[[], Any], out: dict[str, Any]) -> None:
+    """Call ``fn``; ``out`` gets 'result' or 'error', and 'at' (when it ended)."""
+    try:
+        out["result"] = fn()
+    except BaseException as exc:
+        out["error"] = exc
+    out["at"] = time.monotonic()
+
+
 def _in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
-    """Run ``fn`` in a thread; the dict gets 'result' or 'error' and 'at'."""
+    """Run ``fn`` in a thread; see :func:`_record` for the dict."""
     out: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            out["result"] = fn()
-        except BaseException as exc:
-            out["error"] = exc
-        out["at"] = time.monotonic()
-
-    t = threading.Thread(target=run)
+    t = threading.Thread(target=_record, args=(fn, out))
     t.start()
     return t, out
 
@@ -391,17 +392,9 @@ def test_wrapper_fails_call_before_it_runs(pair: tuple[FD, socket.socket]) -> No
 
 
 def _in_goroutine(fn: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
-    """Run ``fn`` as a goroutine on a background M; same dict as :func:`_in_thread`."""
+    """Run ``fn`` as a goroutine on a background M; see :func:`_record` for the dict."""
     out: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            out["result"] = fn()
-        except BaseException as exc:
-            out["error"] = exc
-        out["at"] = time.monotonic()
-
-    return go(run), out
+    return go(_record, fn, out), out
 
 
 @pytest.mark.parametrize("runner", ["thread", "goroutine"])

@@ -29,9 +29,32 @@ def has_ipv6() -> bool:
     return supports_ipv6()
 
 
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def open_fds() -> set[int]:
+    """The fds this process has open, less the runtime's own (empty without /proc).
+
+    The listing shows the directory fd ``listdir`` itself used, closed by
+    now; it takes the lowest free number, which moves as the runtime opens
+    and closes its descriptors, so it is left out.  The wake fds of threads
+    and the Ms' pollers belong to the runtime (:func:`runtime_fds`).
+    """
+    try:
+        listed = {int(x) for x in os.listdir("/proc/self/fd")}
+    except FileNotFoundError:
+        return set()
+    return {fd for fd in listed if _is_open(fd)} - runtime_fds()
+
+
 def open_fd_count() -> int:
-    """How many fds this process has open, not counting idle wake eventfds."""
-    return len(set(os.listdir("/proc/self/fd")) - {str(fd) for fd in runtime_fds()})
+    """How many fds this process has open, not counting the runtime's own."""
+    return len(open_fds())
 
 
 def is_timeout(err: BaseException) -> bool:

@@ -59,10 +59,10 @@ from netpoll.core.sched import (
     Note,
     background_m,
     live_goroutines,
-    runtime_fds,
     thread_poll_m,
 )
 from netpoll.testing import Faults, Status
+from tests.helpers.net import open_fds
 
 SECONDS = float(os.environ.get("NETPOLL_STRESS_SECONDS", "2.0"))
 BUDGET = float(os.environ.get("NETPOLL_STRESS_BUDGET", "150"))
@@ -538,22 +538,6 @@ class CloseWakes:
 # -- fixtures -------------------------------------------------------------------------------
 
 
-def _is_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
-
-
-def _fds() -> set[int]:
-    try:
-        listed = {int(x) for x in os.listdir("/proc/self/fd")}
-    except FileNotFoundError:
-        return set()
-    return {fd for fd in listed if _is_open(fd)} - runtime_fds()
-
-
 def _user_threads() -> set[threading.Thread]:
     return {t for t in threading.enumerate() if not t.name.startswith("netpoll-")}
 
@@ -623,7 +607,7 @@ def test_shared_conns_under_stress(
     # The Ms that live for good: their fds and threads are not part of the baseline.
     background_m()
     thread_poll_m()
-    fds0, threads0, pds0 = _fds(), _user_threads(), runtime.cache.live
+    fds0, threads0, pds0 = open_fds(), _user_threads(), runtime.cache.live
     gs0 = set(live_goroutines())
     run = Run(chaos=chaos)
     spawn = SPAWNERS[worker]()
@@ -690,7 +674,7 @@ def test_shared_conns_under_stress(
     end = time.monotonic() + 3.0
     while time.monotonic() < end:
         gs = [g for g in live_goroutines() if g not in gs0]
-        leaked = (_fds() - fds0, _user_threads() - threads0, runtime.cache.live - pds0, gs)
+        leaked = (open_fds() - fds0, _user_threads() - threads0, runtime.cache.live - pds0, gs)
         if not any(leaked):
             break
         time.sleep(0.02)
