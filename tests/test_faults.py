@@ -12,7 +12,7 @@ import pytest
 import netpoll
 import netpoll.net.lookup as lookup_mod
 from netpoll.net.sock import supports_ipv6
-from netpoll.testing import Faults, on_address, on_fd, on_thread
+from netpoll.testing import Faults, Status, on_address, on_fd, on_thread
 
 
 @pytest.fixture
@@ -165,6 +165,24 @@ def test_blackhole_connect_ends_at_the_deadline(backend: str, faults: Faults) ->
         ln.set_deadline(time.time() + 0.05)
         with pytest.raises(TimeoutError):
             ln.accept()
+
+
+def test_blackhole_connect_does_not_spin(backend: str, faults: Faults) -> None:
+    """The dial waits quietly until its deadline: its poller sees nothing, and a
+    thread's own poll(2), which reports the unconnected socket at once, pauses."""
+    waits = []
+
+    def count(st: Status) -> None:
+        waits.append(st.kind)
+
+    with netpoll.listen("tcp", "127.0.0.1:0") as ln:
+        faults.blackhole_connect(ln.addr())
+        faults.switch.set("netpoll", lambda st: count(st))
+        faults.switch.set("netpollwait", lambda st: count(st))
+        with pytest.raises(TimeoutError):
+            netpoll.dial("tcp", str(ln.addr()), timeout=0.5)
+    # A spinning dial makes thousands of waits in half a second.
+    assert len(waits) < 200, f"{len(waits)} waits: {waits[:5]}"
 
 
 def test_blackhole_connect_cancel(backend: str, faults: Faults) -> None:

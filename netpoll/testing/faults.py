@@ -486,7 +486,12 @@ class _Eagain(Rule):
 class _Blackhole(Rule):
     """connect → EINPROGRESS, never writable, SO_ERROR stays EINPROGRESS."""
 
-    watch = ("getsockopt", "netpoll", "close")
+    watch = ("getsockopt", "netpoll", "netpollwait", "close")
+
+    #: How long a parked thread's wait on a blackholed fd lasts before it
+    #: looks again: its poll(2) sees the unconnected socket "ready" at once,
+    #: and without a pause the dial would spin until its deadline.
+    QUIET = 0.02
 
     def __init__(self, **kw: Any) -> None:
         super().__init__("blackhole_connect", ("connect",), **kw)
@@ -517,7 +522,17 @@ class _Blackhole(Rule):
             return None
         if st.kind == "netpoll":
             return self._strip
+        if st.kind == "netpollwait" and st.fd in holes:
+            return self._quiet_wait
         return None
+
+    def _quiet_wait(self, st: Status) -> None:
+        # A thread's own wait on the blackholed fd: nothing happens for a
+        # while (the SYN went nowhere); a wakeup of its wake fd still counts.
+        if st.error is None and st.result and st.result & MODE_RW:
+            timeout = st.args.get("timeout")
+            time.sleep(self.QUIET if timeout is None else max(0.0, min(self.QUIET, timeout)))
+            st.result = st.result & ~MODE_RW
 
     def _strip(self, st: Status) -> None:
         # Linux reports an unconnected stream socket as writable + hung up;
