@@ -140,26 +140,31 @@ def serve_netpoll_goroutines(
     netpoll.run(main)
 
 
+def _socket_echo(sock: Any, bufsize: int) -> None:
+    """The per-connection handler of the socket servers (stdlib or gevent sockets)."""
+    buf = bytearray(bufsize)
+    view = memoryview(buf)
+    try:
+        while True:
+            n = sock.recv_into(buf)
+            if not n:
+                break
+            sock.sendall(view[:n])
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
 def serve_gevent(bufsize: int, ready: Callable[[int], None], deadline: float = 0.0) -> None:
     """Echo on gevent, a greenlet per connection; never returns."""
     from gevent.server import StreamServer  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
     def handle(sock: Any, _addr: Any) -> None:
-        buf = bytearray(bufsize)
-        view = memoryview(buf)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if deadline:
             sock.settimeout(deadline)
-        try:
-            while True:
-                n = sock.recv_into(buf)
-                if not n:
-                    break
-                sock.sendall(view[:n])
-        except OSError:
-            pass
-        finally:
-            sock.close()
+        _socket_echo(sock, bufsize)
 
     server = StreamServer((HOST, 0), handle, backlog=BACKLOG)
     server.init_socket()
@@ -174,20 +179,6 @@ def serve_threads(bufsize: int, ready: Callable[[int], None], deadline: float = 
     srv.bind((HOST, 0))
     srv.listen(BACKLOG)
 
-    def handle(sock: socket.socket) -> None:
-        buf = bytearray(bufsize)
-        view = memoryview(buf)
-        try:
-            while True:
-                n = sock.recv_into(buf)
-                if not n:
-                    break
-                sock.sendall(view[:n])
-        except OSError:
-            pass
-        finally:
-            sock.close()
-
     ready(srv.getsockname()[1])
     delay = 0.0
     while True:
@@ -201,7 +192,7 @@ def serve_threads(bufsize: int, ready: Callable[[int], None], deadline: float = 
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if deadline:
             sock.settimeout(deadline)  # the per-recv bound of a blocking socket
-        threading.Thread(target=handle, args=(sock,), daemon=True).start()
+        threading.Thread(target=_socket_echo, args=(sock, bufsize), daemon=True).start()
 
 
 def serve_asyncio(bufsize: int, ready: Callable[[int], None], deadline: float = 0.0) -> None:
