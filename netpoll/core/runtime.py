@@ -34,7 +34,9 @@ class PollCache:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Reentrant: a Conn collected by the cyclic GC closes its FD, which
+        # frees its PollDesc here, possibly in a thread already inside alloc().
+        self._lock = threading.RLock()
         self._free: list[Any] = []
         #: Makes a fresh PollDesc.
         self.new: Callable[[], Any] | None = None

@@ -286,9 +286,11 @@ class ThreadG:
             w.drain()
 
     def __del__(self) -> None:
-        # Thread-local storage is cleared when the thread ends.
+        # Thread-local storage is cleared when the thread ends.  Not while the
+        # interpreter shuts down: a daemon thread frozen there may hold the
+        # budget's lock forever, and the process exits anyway.
         w = self.wake
-        if w is not None:
+        if w is not None and not sys.is_finalizing():
             self.wake = None
             wake_fds.release(w)
 

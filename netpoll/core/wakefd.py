@@ -19,7 +19,7 @@ none parks on a lock instead and is woken by a scheduler M's poller
 from __future__ import annotations
 
 import os
-from _thread import allocate_lock
+from threading import RLock
 
 _eventfd = getattr(os, "eventfd", None)
 _ONE = (1).to_bytes(8, "little")
@@ -68,7 +68,10 @@ class WakeFdBudget:
     """Counts open wake descriptors and caps them below the fd limit."""
 
     def __init__(self) -> None:
-        self._lock = allocate_lock()
+        # Reentrant: release() runs from ThreadG.__del__, which the cyclic GC
+        # may call in this very thread while get() holds the lock (a plain
+        # lock deadlocked there).
+        self._lock = RLock()
         self._open: dict[int, WakeFd] = {}
         self._cap = 0
         #: Bumped in a forked child: wake fds made before it belong to the parent.
@@ -102,7 +105,7 @@ class WakeFdBudget:
 
     def after_fork_in_child(self) -> None:
         """Forget the parent's wake fds (their threads do not exist here)."""
-        self._lock = allocate_lock()
+        self._lock = RLock()
         for w in self._open.values():
             try:
                 w.close()

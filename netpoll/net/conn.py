@@ -29,6 +29,7 @@ import operator
 import os
 import socket as _socket
 import struct
+import sys
 import warnings
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -187,7 +188,9 @@ class Conn(io.RawIOBase):
     def __del__(self) -> None:
         # Like Go's netFD finalizer (and Python's FileIO): close what was
         # dropped while open, through the poller, with a ResourceWarning.
-        if not getattr(self, "_nfd", None) or self.closed:
+        if not getattr(self, "_nfd", None) or self.closed or sys.is_finalizing():
+            # At interpreter shutdown a daemon thread frozen while holding a
+            # runtime lock would hang the close; the process exits anyway.
             return
         warnings.warn(f"unclosed connection {self!r}", ResourceWarning, stacklevel=2)
         try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import socket as _socket
+import sys
 import threading
 import warnings
 from typing import Any, Literal, overload
@@ -110,7 +111,7 @@ class Listener:
         # Go sets a finalizer on every netFD; an unreferenced open listener is
         # closed through the poller (not just by the socket object's own
         # finalizer, which would leave its pollDesc registered).
-        if not getattr(self, "_closed", True):
+        if not getattr(self, "_closed", True) and not sys.is_finalizing():
             warnings.warn(f"unclosed listener {self!r}", ResourceWarning, stacklevel=2)
             try:
                 self.close()
