@@ -33,6 +33,25 @@ def _counts(junit: Path) -> dict[str, float]:
     return total
 
 
+def _failed_tests(junit: Path, limit: int = 8) -> list[str]:
+    """Up to ``limit`` failed or erroring test ids, each with its message's first line.
+
+    The tail of a CI log is often all that is kept: naming the failed tests
+    there is what lets a flaky failure be chased without the whole log.
+    """
+    found: list[str] = []
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        for child in case:
+            if child.tag in ("failure", "error"):
+                message = (child.get("message") or child.text or "").strip()
+                first = message.splitlines()[0][:200] if message else ""
+                found.append(f"{case.get('classname', '')}::{case.get('name', '')}: {first}")
+                break
+        if len(found) >= limit:
+            break
+    return found
+
+
 def _line(env: str, junit: Path) -> tuple[str, int, bool]:
     """(summary line, tests executed, ok) for one env."""
     if not junit.is_file():
@@ -53,10 +72,18 @@ def _line(env: str, junit: Path) -> tuple[str, int, bool]:
 def record(env: str, junit: str, directory: str) -> int:
     """Store ``env``'s summary for the ``report`` of this tox run."""
     line, executed, ok = _line(env, Path(junit))
+    failed: list[str] = []
+    if not ok and Path(junit).is_file():
+        try:
+            failed = _failed_tests(Path(junit))
+        except (ET.ParseError, OSError):
+            failed = []
     print(f"pytest summary: {line}", flush=True)
+    for test in failed:
+        print(f"  failed: {test}", flush=True)
     run_dir = Path(directory) / str(os.getppid())
     run_dir.mkdir(parents=True, exist_ok=True)
-    data = {"env": env, "line": line, "executed": executed, "ok": ok}
+    data = {"env": env, "line": line, "executed": executed, "ok": ok, "failed": failed}
     (run_dir / f"{env}.json").write_text(json.dumps(data), encoding="utf-8")
     return 0
 
@@ -78,6 +105,8 @@ def report(directory: str) -> int:
     for rec in records:
         mark = "ok  " if rec["ok"] else "FAIL"
         print(f"  {mark} {rec['line']}")
+        for test in rec.get("failed", []):
+            print(f"         failed: {test}")
     executed = sum(int(rec["executed"]) for rec in records)
     if executed == 0:
         print(

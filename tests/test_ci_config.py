@@ -216,6 +216,32 @@ def test_summary_reports_and_passes_when_tests_ran(
     assert not store.exists(), "report consumes the records"
 
 
+def test_summary_names_the_failed_tests(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    summary = load_summary()
+    store = tmp_path / "store"
+    junit = tmp_path / "f.xml"
+    junit.write_text(
+        '<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" '
+        'errors="1" failures="1" skipped="0" tests="3" time="2.0">'
+        '<testcase classname="tests.test_a" name="test_ok" time="0.1"/>'
+        '<testcase classname="tests.test_a" name="test_hang" time="90">'
+        '<failure message="Failed: Timeout &gt;90.0s&#10;second line">trace</failure></testcase>'
+        '<testcase classname="tests.test_b" name="test_setup" time="0.1">'
+        '<error message="fixture broke">trace</error></testcase>'
+        "</testsuite></testsuites>",
+        encoding="utf-8",
+    )
+    assert summary.main(["record", "py3-x", str(junit), str(store)]) == 0
+    assert summary.main(["report", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "failed: tests.test_a::test_hang: Failed: Timeout >90.0s" in out
+    assert "second line" not in out
+    assert "failed: tests.test_b::test_setup: fixture broke" in out
+    assert "test_ok" not in out
+
+
 @pytest.mark.parametrize("case", ["nothing-recorded", "all-skipped", "none-collected"])
 def test_summary_fails_when_no_test_ran(tmp_path: Path, case: str) -> None:
     summary = load_summary()
