@@ -216,9 +216,7 @@ def test_summary_reports_and_passes_when_tests_ran(
     assert not store.exists(), "report consumes the records"
 
 
-def test_summary_names_the_failed_tests(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_summary_names_the_failed_tests(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     summary = load_summary()
     store = tmp_path / "store"
     junit = tmp_path / "f.xml"
