@@ -94,6 +94,32 @@ def test_delay_connect(backend: str, faults: Faults) -> None:
         ln.accept().close()
 
 
+def test_delay_parks_a_goroutine_and_its_m_runs_others(backend: str, faults: Faults) -> None:
+    # A delayed syscall in a goroutine parks it, as a slow syscall in Go
+    # leaves its P to others: a sibling G on the same M keeps ticking.  (In
+    # a thread the delay is a plain sleep and the ticker runs on its own M.)
+    ticks: list[float] = []
+
+    def ticker(stop: float) -> None:
+        while time.monotonic() < stop:
+            ticks.append(time.monotonic())
+            netpoll.sleep(0.01)
+
+    def main() -> None:
+        with netpoll.listen("tcp", "127.0.0.1:0") as ln:
+            faults.delay("connect", 0.3, times=1)
+            t0 = time.monotonic()
+            h = netpoll.go(ticker, t0 + 0.25)
+            netpoll.dial("tcp", str(ln.addr()), timeout=5).close()
+            assert time.monotonic() - t0 >= 0.29
+            h.join(5)
+            ln.accept().close()
+        during = [t for t in ticks if t - t0 < 0.25]
+        assert len(during) >= 5, f"the M ran the ticker {len(during)} times during the delay"
+
+    main()
+
+
 def test_short_write_is_hidden_short_read_is_not(
     faults: Faults, pair: tuple[netpoll.Conn, netpoll.Conn]
 ) -> None:

@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import errno
 import math
-import queue
 import socket as _socket
 import threading
 import time
-from typing import Any, Literal, overload
+from collections.abc import Callable
+from typing import Any, Literal, Protocol, overload
 
+from netpoll.core.chan import Chan, RecvCase, select
 from netpoll.core.errors import DeadlineExceededError
+from netpoll.core.sched import current_goroutine, go
 from netpoll.net.addr import (
     TCP_NETWORKS,
     UDP_NETWORKS,
@@ -57,9 +59,25 @@ UnixNetwork = Literal["unix", "unixgram", "unixpacket"]
 #: unless less than that remains in total.
 SANE_MINIMUM = 2.0
 
-#: How long the coordinator waits for a losing racer thread to finish after
+#: How long the coordinator waits for a losing racer to finish after
 #: canceling it (it normally ends at once: the cancel wakes its connect).
 RACER_JOIN_TIMEOUT = 2.0
+
+
+class _Joinable(Protocol):
+    def join(self, timeout: float | None = None) -> Any: ...
+
+
+def _start_racer(
+    fn: Callable[[DialContext, bool], None], rctx: DialContext, primary: bool
+) -> _Joinable:
+    """Start one happy-eyeballs racer of the caller's own kind: a G or a thread."""
+    if current_goroutine() is not None:
+        return go(fn, rctx, primary)
+    t = threading.Thread(target=fn, args=(rctx, primary), name="net-dial-racer", daemon=True)
+    t.start()
+    return t
+
 
 _UNIX_SOTYPE = {
     "unix": _socket.SOCK_STREAM,
@@ -244,10 +262,12 @@ class _SysDialer:
 
         Go's ``dialParallel``: the first success wins, the loser is canceled
         and its conn closed; if both fail, the primaries' error is raised.
+        The racers are goroutines when the caller is one (the coordinator
+        parks in :func:`select`, its M runs the racers) and threads when
+        the caller is a plain thread.
         """
-        results: queue.SimpleQueue[tuple[bool, Conn | None, BaseException | None]] = (
-            queue.SimpleQueue()
-        )
+        # Two racers send once each: with room for both, a racer never blocks.
+        results: Chan[tuple[bool, Conn | None, BaseException | None]] = Chan(2)
         lock = threading.Lock()
         returned = [False]
 
@@ -260,36 +280,28 @@ class _SysDialer:
                 err = exc
             with lock:
                 if not returned[0]:
-                    results.put((primary, conn, err))
+                    results.send((primary, conn, err))
                     return
             if conn is not None:  # the coordinator is gone: nobody wants it
                 conn.close()
 
         contexts = [ctx.child()]
-        threads = [
-            threading.Thread(
-                target=racer, args=(contexts[0], True), name="net-dial-racer", daemon=True
-            )
-        ]
-        threads[0].start()
+        racers = [_start_racer(racer, contexts[0], True)]
         start_fallback_at = time.monotonic() + max(0.0, self.dialer.fallback_delay)
         primary_err: BaseException | None = None
         fallback_err: BaseException | None = None
         try:
             while True:
                 timeout = None
-                if len(threads) == 1:
+                if len(racers) == 1:
                     timeout = max(0.0, start_fallback_at - time.monotonic())
-                try:
-                    primary, conn, err = results.get(timeout=timeout)
-                except queue.Empty:
+                got = select([RecvCase(results)], timeout=timeout)
+                if got.case < 0:
                     contexts.append(ctx.child())
-                    t = threading.Thread(
-                        target=racer, args=(contexts[1], False), name="net-dial-racer", daemon=True
-                    )
-                    threads.append(t)
-                    t.start()
+                    racers.append(_start_racer(racer, contexts[1], False))
                     continue
+                outcome: tuple[bool, Conn | None, BaseException | None] = got.value
+                primary, conn, err = outcome
                 if err is None:
                     assert conn is not None
                     return conn
@@ -299,19 +311,19 @@ class _SysDialer:
                     fallback_err = err
                 if primary_err is not None and fallback_err is not None:
                     raise primary_err
-                if primary and len(threads) == 1:
+                if primary and len(racers) == 1:
                     start_fallback_at = 0.0  # primaries failed: fall back now
         finally:
             with lock:
                 returned[0] = True
             # Go's results channel is unbuffered: a second winner blocks until
-            # it sees ``returned`` and closes its conn.  This queue buffers, so
+            # it sees ``returned`` and closes its conn.  This one buffers, so
             # a conn that got in after the first success is closed here.
             while True:
-                try:
-                    _, extra, _ = results.get_nowait()
-                except queue.Empty:
+                extra_got = select([RecvCase(results)], default=True)
+                if extra_got.case < 0:
                     break
+                extra = extra_got.value[1]
                 if extra is not None:
                     try:
                         extra.close()
@@ -319,8 +331,8 @@ class _SysDialer:
                         pass
             for c in contexts:
                 c.cancel()
-            for t in threads:
-                t.join(RACER_JOIN_TIMEOUT)
+            for r in racers:
+                r.join(RACER_JOIN_TIMEOUT)
             for c in contexts:
                 c.release()
 

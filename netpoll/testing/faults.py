@@ -92,6 +92,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from netpoll.core.hookspecs import MODE_R, MODE_RW, MODE_W
+from netpoll.core.sched import sleep as _park_or_sleep
 from netpoll.testing.switch import IO_KINDS, AfterFilter, Status, Switch
 
 __all__ = [
@@ -438,7 +439,9 @@ class _Delay(Rule):
     def before(self, st: Status) -> AfterFilter | None:
         if self._claim(st):
             self._record(st, "delay", value=self.seconds)
-            time.sleep(self.seconds)
+            # A goroutine parks for the delay (its M runs the others, as
+            # during a slow syscall in Go); a thread sleeps.
+            _park_or_sleep(self.seconds)
         return None
 
 
@@ -766,7 +769,7 @@ class _Chaos(Rule):
         if action == "delay":
             seconds = rng.uniform(0.0, 0.005)
             self._record(st, "delay", value=seconds, index=n)
-            time.sleep(seconds)
+            _park_or_sleep(seconds)
             return None
         self._record(st, "eagain", errno=errno.EAGAIN, error="BlockingIOError", index=n)
         faults = self._faults
