@@ -45,7 +45,14 @@ def _failed_tests(junit: Path, limit: int = 8) -> list[str]:
             if child.tag in ("failure", "error"):
                 message = (child.get("message") or child.text or "").strip()
                 first = message.splitlines()[0][:200] if message else ""
-                found.append(f"{case.get('classname', '')}::{case.get('name', '')}: {first}")
+                # The traceback's last "path:line: Error" line says where a
+                # test stopped (for a timeout: where it was stuck).
+                text_lines = (child.text or "").strip().splitlines()
+                where = text_lines[-1].strip()[:200] if text_lines else ""
+                found.append(
+                    f"{case.get('classname', '')}::{case.get('name', '')}: {first}"
+                    + (f" [at {where}]" if where and where != first else "")
+                )
                 break
         if len(found) >= limit:
             break

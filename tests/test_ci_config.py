@@ -225,7 +225,8 @@ def test_summary_names_the_failed_tests(tmp_path: Path, capsys: pytest.CaptureFi
         'errors="1" failures="1" skipped="0" tests="3" time="2.0">'
         '<testcase classname="tests.test_a" name="test_ok" time="0.1"/>'
         '<testcase classname="tests.test_a" name="test_hang" time="90">'
-        '<failure message="Failed: Timeout &gt;90.0s&#10;second line">trace</failure></testcase>'
+        '<failure message="Failed: Timeout &gt;90.0s&#10;second line">'
+        "trace&#10;tests/test_a.py:12: Failed</failure></testcase>"
         '<testcase classname="tests.test_b" name="test_setup" time="0.1">'
         '<error message="fixture broke">trace</error></testcase>'
         "</testsuite></testsuites>",
@@ -234,7 +235,10 @@ def test_summary_names_the_failed_tests(tmp_path: Path, capsys: pytest.CaptureFi
     assert summary.main(["record", "py3-x", str(junit), str(store)]) == 0
     assert summary.main(["report", str(store)]) == 0
     out = capsys.readouterr().out
-    assert "failed: tests.test_a::test_hang: Failed: Timeout >90.0s" in out
+    assert (
+        "failed: tests.test_a::test_hang: Failed: Timeout >90.0s [at tests/test_a.py:12: Failed]"
+        in out
+    )
     assert "second line" not in out
     assert "failed: tests.test_b::test_setup: fixture broke" in out
     assert "test_ok" not in out
