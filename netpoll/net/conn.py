@@ -35,6 +35,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from netpoll.core.errors import NetClosingError
+from netpoll.core.finalizer import ensure_started as finalizer_started
+from netpoll.core.finalizer import queue_close
 from netpoll.core.hookspecs import MODE_W
 from netpoll.net.addr import (
     UDP_NETWORKS,
@@ -110,6 +112,7 @@ class Conn(io.RawIOBase):
         super().__init__()
         self._nfd = nfd
         self._fd = nfd.fd
+        finalizer_started()  # __del__ cannot start it
 
     # -- errors ------------------------------------------------------------
 
@@ -193,10 +196,9 @@ class Conn(io.RawIOBase):
             # runtime lock would hang the close; the process exits anyway.
             return
         warnings.warn(f"unclosed connection {self!r}", ResourceWarning, stacklevel=2)
-        try:
-            self.close()
-        except Exception:
-            pass
+        # Not here: the collector may run in a thread holding a lock the
+        # close path takes; the finalizer thread closes it (Go's runfinq).
+        queue_close(self.close)
 
     def fileno(self) -> int:
         """The OS descriptor number (for select() or socket options)."""

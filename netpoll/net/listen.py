@@ -21,6 +21,8 @@ import warnings
 from typing import Any, Literal, overload
 
 from netpoll.core.errors import NetClosingError
+from netpoll.core.finalizer import ensure_started as finalizer_started
+from netpoll.core.finalizer import queue_close
 from netpoll.net.addr import (
     TCP_NETWORKS,
     UDP_NETWORKS,
@@ -52,6 +54,7 @@ class Listener:
         self._config = config
         self._closed = False
         self._close_lock = threading.Lock()
+        finalizer_started()  # __del__ cannot start it
 
     def _error(self, op: str, exc: BaseException, syscall: str = "") -> OpError:
         return op_error(op, self._nfd.net, None, self._nfd.laddr, exc, syscall)
@@ -113,10 +116,7 @@ class Listener:
         # finalizer, which would leave its pollDesc registered).
         if not getattr(self, "_closed", True) and not sys.is_finalizing():
             warnings.warn(f"unclosed listener {self!r}", ResourceWarning, stacklevel=2)
-            try:
-                self.close()
-            except Exception:
-                pass
+            queue_close(self.close)  # on the finalizer thread: see core/finalizer.py
 
     def fileno(self) -> int:
         """The OS descriptor number."""
