@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
+
+from tests.helpers import proc
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_bench_tls_smoke(tmp_path: Path) -> None:
     out = tmp_path / "tls.json"
-    res = subprocess.run(
+    res = proc.run(
         [sys.executable, "-m", "netpoll", "bench", "--tls", "--bulk", "2M", "--seconds", "0.1",
          "--no-pin", "--quiet", "--save", str(out)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        timeout=90, cwd=ROOT,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "tls bulk send 2 MiB" in res.stdout and "ping-pong 64 B, plain" in res.stdout

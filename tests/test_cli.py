@@ -29,6 +29,7 @@ import pytest
 import netpoll
 from netpoll.cli import listen_address, main
 from netpoll.core.runtime import runtime
+from tests.helpers import proc
 
 BUILTIN = ("epoll", "kqueue", "poll", "select")
 #: Generous bounds: these tests check behaviour, not speed.
@@ -54,14 +55,7 @@ def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60.0
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m netpoll ARGS`` to completion."""
-    return subprocess.run(
-        [sys.executable, "-m", "netpoll", *args],
-        capture_output=True,
-        text=True,
-        env=env or cli_env(),
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+    return proc.run([sys.executable, "-m", "netpoll", *args], env=env or cli_env(), timeout=timeout)
 
 
 class EchoProcess:
@@ -74,7 +68,7 @@ class EchoProcess:
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             text=True,
-            env=env or cli_env(),
+            env=proc.child_env(env or cli_env()),
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.stdout: list[str] = []
@@ -123,9 +117,11 @@ class EchoProcess:
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.kill()
+            proc.dump_and_kill(self.proc)  # its stacks go to stderr
+            for t in self._readers:
+                t.join(10)
             raise AssertionError(
-                f"echo did not exit within {timeout}s; stderr: {''.join(self.stderr)}"
+                f"echo did not exit within {timeout}s; stacks and stderr: {''.join(self.stderr)}"
             ) from None
         for t in self._readers:
             t.join(10)
@@ -140,11 +136,11 @@ class EchoProcess:
 @contextmanager
 def echo_server(*args: str, env: dict[str, str] | None = None) -> Iterator[EchoProcess]:
     """Start ``netpoll echo ARGS``; always reaped, killed if still running."""
-    proc = EchoProcess(*args, env=env)
+    echo = EchoProcess(*args, env=env)
     try:
-        yield proc
+        yield echo
     finally:
-        proc.kill()
+        echo.kill()
 
 
 def roundtrip(host: str, port: int, payload: bytes) -> bytes:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import netpoll
+from tests.helpers import proc
 
 ROOT = Path(netpoll.__file__).resolve().parent.parent
 PLUGIN_ARGS = ["-p", "no:netpoll", "-p", "netpoll.testing.pytest_plugin", "-p", "no:cacheprovider"]
@@ -42,12 +43,10 @@ def run_pytest(
                 full_env.pop(k, None)
             else:
                 full_env[k] = v
-    return subprocess.run(
+    return proc.run(
         [sys.executable, "-m", "pytest", "-v", "-rA", *PLUGIN_ARGS, *args, str(tmp_path)],
         cwd=tmp_path,
         env=full_env,
-        capture_output=True,
-        text=True,
         timeout=60,
     )
 

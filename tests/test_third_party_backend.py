@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 import netpoll
+from tests.helpers import proc
 
 EXAMPLE = Path(__file__).resolve().parent / "example_backend"
 DIST = "netpoll-example-backend"
@@ -102,14 +103,7 @@ def run_python(site: Path, code: str, **env_overrides: str | None) -> Any:
             env.pop(key, None)
         else:
             env[key] = value
-    r = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    r = proc.run([sys.executable, "-c", textwrap.dedent(code)], env=env, timeout=90)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
 
