@@ -835,3 +835,34 @@ def test_nested_run_raises() -> None:
 def test_run_of_non_callable_raises() -> None:
     with pytest.raises(TypeError):
         netpoll.run(42)  # type: ignore[arg-type]
+
+
+def test_interpreter_exit_ends_background_goroutines() -> None:
+    # A goroutine started from a plain thread runs on a background M, a
+    # daemon thread.  At exit its Gs get GreenletExit (their finally blocks
+    # run) and the thread ends, instead of being frozen with live greenlets
+    # while the interpreter is torn down (which crashed a few exits in 100).
+    import sys
+
+    from tests.helpers import proc
+
+    code = """
+import netpoll, sys
+ln = netpoll.listen("tcp", "127.0.0.1:0")
+ready = netpoll.Chan(1)
+
+def serve():
+    try:
+        ready.send(True)
+        ln.accept()  # parks for good
+    finally:
+        print("finally ran", flush=True)
+        ln.close()
+
+netpoll.go(serve)
+ready.recv()
+print("exiting", flush=True)
+"""
+    r = proc.run([sys.executable, "-c", code], timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == ["exiting", "finally ran"], (r.stdout, r.stderr)
