@@ -866,3 +866,27 @@ print("exiting", flush=True)
     r = proc.run([sys.executable, "-c", code], timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split("\n")[:2] == ["exiting", "finally ran"], (r.stdout, r.stderr)
+
+
+def test_go_from_a_late_atexit_handler_still_runs() -> None:
+    # An atexit handler registered before netpoll was imported runs after
+    # netpoll stopped its background Ms: go() there must get a fresh M.
+    import sys
+
+    from tests.helpers import proc
+
+    code = """
+import atexit
+
+def late():
+    import netpoll
+    h = netpoll.go(lambda: print("late goroutine ran", flush=True))
+    assert h.join(10)
+
+atexit.register(late)
+import netpoll
+netpoll.go(lambda: None).join(10)  # a background M exists before exit
+"""
+    r = proc.run([sys.executable, "-c", code], timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "late goroutine ran" in r.stdout, (r.stdout, r.stderr)

@@ -810,6 +810,9 @@ def background_m() -> M:
     """A background M for a G started from a plain thread (round robin)."""
     with _start_lock:
         with _ms_lock:
+            # An M stopped at exit is gone; a later go() (from an atexit
+            # handler that runs after ours) gets a fresh one.
+            _background[:] = [m for m in _background if not m.stopping]
             if len(_background) >= procs():
                 return _background[next(_next_background) % len(_background)]
         m = _start_background_m(f"M{len(_background)}")
@@ -822,10 +825,10 @@ def thread_poll_m() -> M:
     """The M that polls for threads parked on a lock (no wake descriptor)."""
     global _thread_poll_m
     m = _thread_poll_m
-    if m is not None:
+    if m is not None and not m.stopping:
         return m
     with _start_lock:  # one creator: a second caller waits and takes the same M
-        if _thread_poll_m is None:
+        if _thread_poll_m is None or _thread_poll_m.stopping:
             _thread_poll_m = _start_background_m("threadpoll")
         return _thread_poll_m
 
