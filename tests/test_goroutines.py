@@ -889,4 +889,7 @@ netpoll.go(lambda: None).join(10)  # a background M exists before exit
 """
     r = proc.run([sys.executable, "-c", code], timeout=60)
     assert r.returncode == 0, r.stderr
-    assert "late goroutine ran" in r.stdout, (r.stdout, r.stderr)
+    # Some Pythons (3.12.0-3.12.x) start no thread during atexit: there
+    # go() fails loudly with Python's own error.  Never a silent hang.
+    refused = "can't create new thread at interpreter shutdown" in r.stderr
+    assert "late goroutine ran" in r.stdout or refused, (r.stdout, r.stderr)
