@@ -23,6 +23,7 @@ import pytest
 import netpoll
 from netpoll.testing import Faults, on_fd
 from netpoll.testing.faults import INJECTION_ACTIONS, Injection
+from tests.helpers.net import conn_pair
 from tests.test_pytest_plugin import outcome, run_pytest
 
 TCP = (socket.AF_INET, socket.SOCK_STREAM, 0)
@@ -30,10 +31,8 @@ TCP = (socket.AF_INET, socket.SOCK_STREAM, 0)
 
 @pytest.fixture
 def pair(backend: str) -> Iterator[tuple[netpoll.Conn, netpoll.Conn]]:
-    with netpoll.listen("tcp", "127.0.0.1:0") as ln:
-        c = netpoll.dial("tcp", str(ln.addr()), timeout=5)
-        s = ln.accept()
-    with c, s:
+    """(client, server) on loopback TCP, each with a 10 s deadline."""
+    with conn_pair() as (c, s):
         c.set_deadline(time.time() + 10)
         s.set_deadline(time.time() + 10)
         yield c, s

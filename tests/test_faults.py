@@ -13,6 +13,7 @@ import netpoll
 import netpoll.net.lookup as lookup_mod
 from netpoll.net.sock import supports_ipv6
 from netpoll.testing import Faults, Status, on_address, on_fd, on_thread
+from tests.helpers.net import conn_pair
 
 
 @pytest.fixture
@@ -25,10 +26,7 @@ def faults() -> Iterator[Faults]:
 @pytest.fixture
 def pair(backend: str) -> Iterator[tuple[netpoll.Conn, netpoll.Conn]]:
     """(client, server) on loopback TCP, opened before any fault is declared."""
-    with netpoll.listen("tcp", "127.0.0.1:0") as ln:
-        c = netpoll.dial("tcp", str(ln.addr()), timeout=5)
-        s = ln.accept()
-    with c, s:
+    with conn_pair() as (c, s):
         c.set_deadline(time.time() + 10)
         s.set_deadline(time.time() + 10)
         yield c, s
