@@ -37,7 +37,8 @@ from netpoll.core.sched import Note
 MAX_RW = 1 << 30
 
 _table = runtime.table
-_wrapped = _table.wrapped
+_monotonic = time.monotonic
+_time = time.time
 
 
 class FileHandle:
@@ -62,6 +63,10 @@ class FileHandle:
         """Read into ``buf`` (readv, so no intermediate bytes object)."""
         return os.readv(self._fd, [buf])
 
+    def recv(self, n: int) -> bytes:
+        """Read up to ``n`` bytes (the direct read path's call)."""
+        return os.read(self._fd, n)
+
     def send(self, data: Any) -> int:
         """Write from ``data``."""
         return os.write(self._fd, data)
@@ -78,21 +83,6 @@ class FileHandle:
 
     def __repr__(self) -> str:
         return f"<FileHandle fd={self._fd}>"
-
-
-def _deadline_to_monotonic(t: float | None) -> float:
-    """A wall-clock deadline (``time.time()`` seconds) as pollDesc's ``d``.
-
-    ``None`` and ``inf`` mean no deadline (0.0); a past one is ``-1.0``.
-    """
-    if t is None or t == math.inf:
-        return 0.0
-    if t != t:  # NaN
-        raise ValueError("netpoll: deadline is NaN")
-    remaining = t - time.time()
-    if remaining <= 0:
-        return -1.0
-    return time.monotonic() + remaining
 
 
 def _never_blocks(fd: int) -> bool:
@@ -113,7 +103,7 @@ class FD:
     fails, the caller still owns it and must close it.
     """
 
-    __slots__ = ("_close_error", "_csema", "_mu", "is_file", "pd", "sock", "sysfd")
+    __slots__ = ("_close_error", "_csema", "_mu", "_seq", "is_file", "pd", "sock", "sysfd")
 
     def __init__(self, sock: Any, *, is_file: bool = False) -> None:
         sysfd = sock.fileno()
@@ -141,6 +131,8 @@ class FD:
             # Not pollable (a regular file): blocking I/O, as Go falls back.
             sock.setblocking(True)
         self.pd = pd
+        #: The pollDesc generation this fd owns (deadlines check it).
+        self._seq = -1 if pd is None else pd.fdseq
 
     @property
     def pollable(self) -> bool:
@@ -160,6 +152,27 @@ class FD:
     def decref(self) -> None:
         """Release a reference taken by :meth:`incref`."""
         if self._mu.decref():
+            self._destroy()
+
+    def _lock_failed(self) -> OSError:
+        """After a failed lock (closed): destroy if this caller was the last, say why."""
+        if self._mu.release_closed():
+            self._destroy()
+        return self._closing_error()
+
+    def _unlock_slow(self, read: bool) -> None:
+        """After a release that found waiters queued or the FD closed."""
+        if self._mu.unlocked_slow(read):
+            self._destroy()
+
+    def _lock(self, read: bool) -> None:
+        """fdMutex rwlock for the operations off the hot path; raises when closed."""
+        if not self._mu.rwlock(read):
+            raise self._lock_failed()
+
+    def _unlock(self, read: bool) -> None:
+        """fdMutex rwunlock for the operations off the hot path."""
+        if self._mu.rwunlock(read):
             self._destroy()
 
     # -- close ------------------------------------------------------------------
@@ -208,21 +221,43 @@ class FD:
         return self._mu.closed
 
     # -- reads ----------------------------------------------------------------
+    #
+    # readinto, read and write are Go's FD.Read / FD.Write: one loop of lock,
+    # prepare, syscall, park on EAGAIN.  The fdMutex fast path (a
+    # non-blocking acquire, the closed check; a release, then the queue and
+    # closed check) and pollDesc's prepare are inlined, and while no plugin
+    # watches the call (``_table.read_direct``) the socket method is called
+    # directly: each is a measurable share of an echoed message.  The
+    # generic shape, with the same steps as calls, is :meth:`_io`.
 
     def readinto(self, buf: Any) -> int:
         """Read into ``buf``; 0 at EOF.  Parks until data, deadline or close."""
         mu = self._mu
-        if not mu.rwlock(True):
-            raise self._closing_error()
+        lk = mu.rl
+        if not lk.acquire(False):
+            if not mu.rwlock_slow(True):
+                raise self._lock_failed()
+        elif mu.closed:
+            lk.release()
+            raise self._lock_failed()
         try:
             pd = self.pd
             if pd is not None:
-                # After a read that parked in the kernel this waits first,
-                # skipping the EAGAIN round (see PollDesc.wait_first).
-                pd.prepare_read(_wrapped["read"])
+                d = pd.rd
+                if pd.closing or (d and (d < 0 or d <= _monotonic())):
+                    pd.prepare(MODE_R)  # raises the closing or timeout error
+                pd.rg = None  # a stale notice: the call below tries anyway
+                if pd.rhint and _table.read_direct:
+                    # After a read that parked in the kernel this waits first,
+                    # skipping the EAGAIN round (see PollDesc.wait_first).
+                    pd.wait_first(MODE_R)
+            sock = self.sock
             while True:
                 try:
-                    n: int = _table.read(self.sock, buf)
+                    if _table.read_direct:
+                        n: int = sock.recv_into(buf)
+                    else:
+                        n = _table.read(sock, buf)
                     return n
                 except BlockingIOError:
                     if pd is None:
@@ -231,38 +266,60 @@ class FD:
                 # would keep the syscall frame (and its arguments) alive.
                 pd.wait(MODE_R)
         finally:
-            if mu.rwunlock(True):
-                self._destroy()
+            lk.release()
+            if mu.rwait or mu.closed:
+                self._unlock_slow(True)
 
     def read(self, n: int) -> bytes:
         """Read up to ``n`` bytes; ``b""`` at EOF.
 
-        The buffer is made for each attempt and dropped before parking, so
-        an idle ``read(65536)`` holds no 64 KiB while it waits.
+        Nothing is allocated before the data is there: the direct path is
+        ``sock.recv(n)``, and the hooked path makes its buffer per attempt,
+        so an idle ``read(65536)`` holds no 64 KiB while it waits.
         """
         if n < 0:
             raise ValueError(f"netpoll: negative read size {n}")
         mu = self._mu
-        if not mu.rwlock(True):
-            raise self._closing_error()
+        lk = mu.rl
+        if not lk.acquire(False):
+            if not mu.rwlock_slow(True):
+                raise self._lock_failed()
+        elif mu.closed:
+            lk.release()
+            raise self._lock_failed()
         try:
             pd = self.pd
             if pd is not None:
-                pd.prepare_read(_wrapped["read"])
+                d = pd.rd
+                if pd.closing or (d and (d < 0 or d <= _monotonic())):
+                    pd.prepare(MODE_R)
+                pd.rg = None
+                if pd.rhint and _table.read_direct:
+                    pd.wait_first(MODE_R)
+            sock = self.sock
             while True:
-                buf = bytearray(n)
-                try:
-                    k: int = _table.read(self.sock, buf)
-                    del buf[k:]
-                    return bytes(buf)
-                except BlockingIOError:
-                    if pd is None:
-                        raise
-                del buf
+                if _table.read_direct:
+                    try:
+                        data: bytes = sock.recv(n)
+                        return data
+                    except BlockingIOError:
+                        if pd is None:
+                            raise
+                else:
+                    buf = bytearray(n)
+                    try:
+                        k: int = _table.read(sock, buf)
+                        del buf[k:]
+                        return bytes(buf)
+                    except BlockingIOError:
+                        if pd is None:
+                            raise
+                    del buf
                 pd.wait(MODE_R)
         finally:
-            if mu.rwunlock(True):
-                self._destroy()
+            lk.release()
+            if mu.rwait or mu.closed:
+                self._unlock_slow(True)
 
     def recvfrom_into(self, buf: Any) -> tuple[int, Any]:
         """Receive one datagram into ``buf``: ``(nbytes, sender)``."""
@@ -287,9 +344,7 @@ class FD:
         are the hot path and an extra frame per call is measurable there.
         """
         read = mode == MODE_R
-        mu = self._mu
-        if not mu.rwlock(read):
-            raise self._closing_error()
+        self._lock(read)
         try:
             pd = self.pd
             if pd is not None:
@@ -306,8 +361,7 @@ class FD:
                     continue
                 pd.wait(mode)
         finally:
-            if mu.rwunlock(read):
-                self._destroy()
+            self._unlock(read)
 
     # -- writes -----------------------------------------------------------------
 
@@ -318,31 +372,72 @@ class FD:
         attribute says how many bytes went out first.
         """
         mu = self._mu
-        if not mu.rwlock(False):
-            raise self._closing_error()
-        nn = 0
+        lk = mu.wl
+        if not lk.acquire(False):
+            if not mu.rwlock_slow(False):
+                raise self._lock_failed()
+        elif mu.closed:
+            lk.release()
+            raise self._lock_failed()
+        nn: int = 0
         try:
             pd = self.pd
             if pd is not None:
-                pd.prepare(MODE_W)
-            # Byte count without copying: len() counts items, not bytes, for
-            # buffers of wider formats.
-            kind = type(data)
-            if kind is bytes or kind is bytearray:
-                total = len(data)
-            elif kind is memoryview:
-                total = data.nbytes
-            else:
-                total = memoryview(data).nbytes
-            if total == 0:
-                return 0
-            view = data if total <= MAX_RW else memoryview(data).cast("B")
+                d = pd.wd
+                if pd.closing or (d and (d < 0 or d <= _monotonic())):
+                    pd.prepare(MODE_W)
+                pd.wg = None
             sock = self.sock
-            write = _table.write
-            while True:
-                chunk = view if nn == 0 and total <= MAX_RW else view[nn : nn + MAX_RW]
+            kind = data.__class__
+            if (kind is bytes or kind is bytearray) and data and _table.write_direct:
+                # The common case: one send that takes everything.
                 try:
-                    n: int = write(sock, chunk)
+                    sent: int = sock.send(data)
+                    nn = sent
+                except BlockingIOError:
+                    if pd is None:
+                        raise
+                else:
+                    total = len(data)
+                    if nn == total:
+                        return nn
+            return self._write_rest(data, nn, pd)
+        except OSError as exc:
+            if not hasattr(exc, "written"):
+                exc.written = nn  # type: ignore[attr-defined]
+            raise
+        finally:
+            lk.release()
+            if mu.wwait or mu.closed:
+                self._unlock_slow(False)
+
+    def _write_rest(self, data: Any, nn: int, pd: PollDesc | None) -> int:
+        """The rest of :meth:`write` after ``nn`` bytes went out (write lock held).
+
+        Chunks of at most :data:`MAX_RW`, parking on a full buffer; a raised
+        :class:`OSError` carries ``written``.
+        """
+        kind = data.__class__
+        # Byte count without copying: len() counts items, not bytes, for
+        # buffers of wider formats.
+        if kind is bytes or kind is bytearray:
+            total = len(data)
+        elif kind is memoryview:
+            total = data.nbytes
+        else:
+            total = memoryview(data).nbytes
+        if total == 0:
+            return 0
+        view = data if nn == 0 and total <= MAX_RW else memoryview(data).cast("B")
+        sock = self.sock
+        try:
+            while nn < total:
+                chunk = view if view is data else view[nn : nn + MAX_RW]
+                try:
+                    if _table.write_direct:
+                        n: int = sock.send(chunk)
+                    else:
+                        n = _table.write(sock, chunk)
                 except BlockingIOError:
                     if pd is None:
                         raise
@@ -352,16 +447,12 @@ class FD:
                     pd.wait(MODE_W)  # outside the except block, see readinto
                     continue
                 nn += n
-                if nn >= total:
-                    return nn
-                if view is data:
+                if nn < total and view is data:
                     view = memoryview(data).cast("B")  # slicing bytes would copy
+            return nn
         except OSError as exc:
             exc.written = nn  # type: ignore[attr-defined]
             raise
-        finally:
-            if mu.rwunlock(False):
-                self._destroy()
 
     def sendto(self, data: Any, address: Any) -> int:
         """Send one datagram to ``address``; returns the bytes sent."""
@@ -374,42 +465,49 @@ class FD:
         Go's ``netFD.connect`` calls ``pd.WaitWrite`` under a write lock; the
         caller then reads ``SO_ERROR``.
         """
-        mu = self._mu
-        if not mu.rwlock(False):
-            raise self._closing_error()
+        self._lock(False)
         try:
             pd = self.pd
             if pd is None:
                 return
             pd.wait(MODE_W)
         finally:
-            if mu.rwunlock(False):
-                self._destroy()
+            self._unlock(False)
 
     # -- deadlines ----------------------------------------------------------------
 
     def set_deadline(self, t: float | None) -> None:
         """Set both deadlines (absolute ``time.time()`` seconds; None clears)."""
-        self._set_deadline(t, MODE_RW)
+        self.set_deadline_mode(t, MODE_RW)
 
     def set_read_deadline(self, t: float | None) -> None:
         """Set the read deadline (absolute ``time.time()`` seconds; None clears)."""
-        self._set_deadline(t, MODE_R)
+        self.set_deadline_mode(t, MODE_R)
 
     def set_write_deadline(self, t: float | None) -> None:
         """Set the write deadline (absolute ``time.time()`` seconds; None clears)."""
-        self._set_deadline(t, MODE_W)
+        self.set_deadline_mode(t, MODE_W)
 
-    def _set_deadline(self, t: float | None, mode: int) -> None:
-        d = _deadline_to_monotonic(t)
-        self.incref()
-        try:
-            pd = self.pd
-            if pd is None:
-                raise OSError(errno.ENOTSUP, "file type does not support deadline")
-            pd.set_deadline(d, mode)
-        finally:
-            self.decref()
+    def set_deadline_mode(self, t: float | None, mode: int) -> None:
+        """Set the deadline of ``mode`` (MODE_R, MODE_W or both).
+
+        Go's ``FD.SetDeadline`` holds an fdMutex reference so that the
+        pollDesc cannot be reused under it; here the pollDesc checks the
+        generation this FD owns instead, under the lock it takes anyway.
+        """
+        if t is None or t == math.inf:
+            d = 0.0
+        elif t != t:  # NaN
+            raise ValueError("netpoll: deadline is NaN")
+        else:
+            remaining = t - _time()
+            d = _monotonic() + remaining if remaining > 0 else -1.0
+        pd = self.pd
+        if pd is None:
+            if self._mu.closed:
+                raise self._closing_error()
+            raise OSError(errno.ENOTSUP, "file type does not support deadline")
+        pd.set_deadline(d, mode, self._seq)
 
     def __repr__(self) -> str:
         state = "closed" if self._mu.closed else "open"
@@ -427,9 +525,7 @@ class FD:
         is closed).  Exceptions from ``fn`` propagate.
         """
         read = mode == MODE_R
-        mu = self._mu
-        if not mu.rwlock(read):
-            raise self._closing_error()
+        self._lock(read)
         try:
             pd = self.pd
             if pd is not None:
@@ -439,5 +535,4 @@ class FD:
                     raise BlockingIOError(errno.EAGAIN, "resource temporarily unavailable")
                 pd.wait(mode)
         finally:
-            if mu.rwunlock(read):
-                self._destroy()
+            self._unlock(read)

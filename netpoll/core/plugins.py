@@ -110,6 +110,14 @@ class SyscallTable:
     def __init__(self) -> None:
         #: hook name -> True when the entry goes through pluggy.
         self.wrapped: dict[str, bool] = {}
+        #: True while the entry is the default implementation itself and no
+        #: plugin watches the call: the hot paths may then make the same call
+        #: the cheapest way (``sock.recv`` for ``read``, ``poller.netpoll``
+        #: for ``netpoll``).  Rebuilt with the table, so a plugin registered
+        #: later is seen by the next call.
+        self.read_direct = True
+        self.write_direct = True
+        self.netpoll_direct = True
 
 
 def _through_pluggy(caller: pluggy.HookCaller) -> Callable[..., object]:
@@ -234,6 +242,14 @@ class NetpollPluginManager(pluggy.PluginManager):
             else:
                 setattr(table, name, _through_pluggy(caller))
                 table.wrapped[name] = True
+        table.read_direct = table.read is syscalls.read
+        table.write_direct = table.write is syscalls.write
+        forwarder = self.get_plugin("netpoll.poller")
+        table.netpoll_direct = (
+            forwarder is not None
+            and not table.wrapped["netpoll"]
+            and getattr(table.netpoll, "__self__", None) is forwarder
+        )
 
 
 # --------------------------------------------------------------------------

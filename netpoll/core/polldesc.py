@@ -19,15 +19,15 @@ them.  Here every transition happens under ``pd.lock`` (Python has no CAS; a
 short per-descriptor lock gives the same atomicity), so announce, re-check
 and commit are one critical section and no one ever observes the middle.
 
-A pollDesc only publishes the parked G and parks it; how the G sleeps is the
-G's business (:mod:`netpoll.core.sched`):
-
-* a goroutine, or a thread without a wake descriptor, has a *poll M*: the fd
-  is registered with that M's poller the first time such a G parks on it
-  (and stays there until close), and the deadline timer is armed on that M;
-* a thread with a wake descriptor waits in the kernel on the fd itself
-  (``netpollwait``) and computes its own timeout from the deadline; a
-  deadline change or close from another thread pokes its wake descriptor.
+A pollDesc holds only this state machine (Go's ``netpollblock``,
+``netpollunblock``, ``netpollready``, ``pollUnblock`` and the deadlines).  How
+a G sleeps once it is published is the G's business, as ``gopark`` is Go's:
+:meth:`wait` publishes the G under ``pd.lock`` and calls ``g.park_io(pd,
+mode)`` with the lock held (Go's ``netpollblockcommit``), and the G kind
+(:mod:`netpoll.core.sched`) registers the fd with its M's poller, arms a
+level-triggered poller and the deadline timer, or waits in the kernel on the
+fd itself, then releases the lock and sleeps.  A deadline that moves while a
+G is parked is handed to the same G (``g.deadline_moved``).
 
 Deadlines are absolute monotonic times: ``0`` none, ``< 0`` already passed.
 Expiry is decided by value (``0 < d <= now``), so a timer that fires after
@@ -41,12 +41,22 @@ from __future__ import annotations
 
 import time
 from _thread import allocate_lock
+from collections.abc import Iterable
 from typing import Any
+
+import greenlet
 
 from netpoll.core.errors import DeadlineExceededError, FileClosingError, NetClosingError
 from netpoll.core.hookspecs import MODE_R, MODE_W
 from netpoll.core.runtime import runtime
-from netpoll.core.sched import G, M, current_g, current_goroutine
+from netpoll.core.sched import (
+    G,
+    GreenletG,
+    M,
+    current_g,
+    current_goroutine,
+    set_event_delivery,
+)
 
 
 class _State:
@@ -70,6 +80,7 @@ POLL_ERR_TIMEOUT = 2
 
 _table = runtime.table
 _monotonic = time.monotonic
+_getcurrent = greenlet.getcurrent
 
 
 class PollDesc:
@@ -138,31 +149,15 @@ class PollDesc:
         self.fd = -1
         self.m = None
 
-    # -- registration ----------------------------------------------------------
-
-    def register(self, m: M) -> None:
-        """Register the fd with ``m``'s poller now (Go's netpollopen at FD init).
-
-        Raises the backend's :class:`OSError` (``EPERM``: not pollable).
-        """
-        with self.lock:
-            self._register_locked(m)
-
-    def _register_locked(self, m: M) -> None:
-        _table.netpollopen(m.poller, self.fd, self.token)
-        self.m = m
-        m.pds.add(self)
+    # -- registration (the G's M does the poller calls) -----------------------
 
     def unregister(self) -> None:
         """poll_runtime_pollClose: forget the poller registration (before the fd closes)."""
-        m = self.m
-        if m is None:
+        home = self.m
+        if home is None:
             return
         self.m = None
-        m.pds.discard(self)
-        poller = m.poller
-        if poller is not None:
-            _table.netpollclose(poller, self.fd)
+        home.unregister_pd(self)
 
     def detach(self, m: M) -> None:
         """``m`` is going away: drop its registration and re-wake its foreign parkers.
@@ -174,14 +169,9 @@ class PollDesc:
             if self.m is not m:
                 return
             self.m = None
-            poller = m.poller
             rg = self._unblock(MODE_R, True)
             wg = self._unblock(MODE_W, True)
-        if poller is not None:
-            try:
-                _table.netpollclose(poller, self.fd)
-            except (OSError, RuntimeError, ValueError):
-                pass
+        m.unregister_pd(self)
         if rg is not None:
             rg.ready()
         if wg is not None:
@@ -228,102 +218,7 @@ class PollDesc:
             return POLL_ERR_TIMEOUT
         return POLL_NO_ERROR
 
-    def _block(self, mode: int) -> bool:
-        """netpollblock: park until ready; True if woken by readiness."""
-        read = mode == MODE_R
-        g = current_g()
-        with self.lock:
-            old = self.rg if read else self.wg
-            if old is PD_READY:  # the latch: consume it, no park
-                if read:
-                    self.rg = None
-                else:
-                    self.wg = None
-                return True
-            if old is not None:
-                raise RuntimeError(f"netpoll: double wait on {self!r}")
-            if self.closing or self._expired(mode):
-                return False
-            g.woken = False
-            if read:
-                self.rg = g
-            else:
-                self.wg = g
-            m = g.poll_m
-            if m is not None:
-                try:
-                    self._arm_locked(m, mode)
-                except BaseException:
-                    if read:
-                        self.rg = None
-                    else:
-                        self.wg = None
-                    raise
-        if m is None:
-            return self._block_in_kernel(g, mode)
-        try:
-            while True:
-                g.park(None)
-                if g.woken:  # set by the notifier that took g out
-                    return g.ioready
-        except BaseException:
-            self._abandon_park(g, read)
-            raise
-
-    def _arm_locked(self, m: M, mode: int) -> None:
-        """Before a park with a poll M: registration, level-triggered arm, timer."""
-        home = self.m
-        if home is None or home.exited:
-            self._register_locked(m)
-            home = m
-        if not home.edge_triggered:
-            _table.netpollarm(home.poller, self.fd, mode)
-        if mode == MODE_R:
-            d, armed = self.rd, self.rtimer
-        else:
-            d, armed = self.wd, self.wtimer
-        if d > 0 and (armed == 0 or d < armed):
-            if mode == MODE_R:
-                self.rtimer = d
-            else:
-                self.wtimer = d
-            m.add_timer(d, _deadline_timer, (self, mode))
-
-    def _block_in_kernel(self, g: Any, mode: int) -> bool:
-        """A thread with a wake descriptor waits on the fd itself.
-
-        Its timeout is its own deadline; a deadline change or close from
-        another thread pokes the wake descriptor, and the loop looks again.
-        """
-        read = mode == MODE_R
-        fd = self.fd
-        try:
-            while True:
-                d = self.rd if read else self.wd
-                if d == 0:
-                    timeout = None
-                elif d < 0:
-                    timeout = 0.0
-                else:
-                    timeout = max(0.0, d - _monotonic())
-                if read:
-                    self.rhint = True
-                modes = g.wait_fd(fd, mode, timeout)
-                with self.lock:
-                    if g.woken:  # a notifier took it out (its poke may still come)
-                        return bool(g.ioready)
-                    if modes & mode or self.closing or self._expired(mode):
-                        if read:
-                            self.rg = None
-                        else:
-                            self.wg = None
-                        return bool(modes & mode) and not self.closing
-                # Spurious, or the deadline moved: look again.
-        except BaseException:
-            self._abandon_park(g, read)
-            raise
-
-    def _abandon_park(self, g: G, read: bool) -> None:
+    def abandon(self, g: G, mode: int) -> None:
         """A park was interrupted (GreenletExit, KeyboardInterrupt).
 
         If no notifier took ``g`` yet, take it back so the next wait does not
@@ -331,10 +226,59 @@ class PollDesc:
         spurious wakeup of a later park, which every park site tolerates.
         """
         with self.lock:
-            if read and self.rg is g:
-                self.rg = None
-            elif not read and self.wg is g:
+            if mode == MODE_R:
+                if self.rg is g:
+                    self.rg = None
+            elif self.wg is g:
                 self.wg = None
+
+    def unpublish_locked(self, g: G, mode: int) -> None:
+        """Take ``g`` back out of its semaphore (lock held): its commit failed."""
+        if mode == MODE_R:
+            if self.rg is g:
+                self.rg = None
+        elif self.wg is g:
+            self.wg = None
+
+    def kernel_wait_done_locked(self, g: G, mode: int, ready: bool) -> bool | None:
+        """After a G waited in the kernel on the fd itself (lock held): the outcome.
+
+        ``ready``: the kernel reported this direction.  True: retry the call;
+        False: closing or past the deadline (the caller raises); None: the
+        park goes on (a spurious wakeup, or the deadline moved).
+        """
+        if g.woken:  # a notifier took g out (its poke may still come)
+            return bool(g.ioready)
+        if ready or self.closing or self._expired(mode):
+            if mode == MODE_R:
+                self.rg = None
+            else:
+                self.wg = None
+            return ready and not self.closing
+        return None
+
+    def deadline_of(self, mode: int) -> float:
+        """This direction's deadline (0: none, < 0: passed, else monotonic)."""
+        return self.rd if mode == MODE_R else self.wd
+
+    def timer_due_locked(self, mode: int, d: float) -> bool:
+        """Whether a deadline timer for ``d`` must be armed now (lock held).
+
+        One timer per direction is armed at a time, for the earliest
+        deadline; a later deadline is left to the armed timer, which re-arms
+        when it fires early (:meth:`deadline_fired`).  Records ``d`` as armed.
+        """
+        if mode == MODE_R:
+            armed = self.rtimer
+            if armed == 0 or d < armed:
+                self.rtimer = d
+                return True
+            return False
+        armed = self.wtimer
+        if armed == 0 or d < armed:
+            self.wtimer = d
+            return True
+        return False
 
     # -- what FD calls ----------------------------------------------------
 
@@ -363,16 +307,6 @@ class PollDesc:
                 self.raise_for(self.check(mode))
             self.wg = None
 
-    def prepare_read(self, watched: bool) -> None:
-        """:meth:`prepare` for a read, then :meth:`wait_first` when the hint says so.
-
-        ``watched``: a plugin wraps the read hook; then the read always tries
-        the system call first, as Go's does, so the plugin sees it.
-        """
-        self.prepare(MODE_R)
-        if self.rhint and not watched:
-            self.wait_first(MODE_R)
-
     def wait_first(self, mode: int) -> None:
         """Wait for readiness before trying, if the caller waits in the kernel.
 
@@ -382,7 +316,7 @@ class PollDesc:
         notice of data that a previous read left in the socket is gone.
         """
         self.rhint = False
-        if current_g().poll_m is None:
+        if current_g().waits_in_kernel:
             self.wait(mode)
 
     def wait(self, mode: int) -> None:
@@ -390,42 +324,90 @@ class PollDesc:
 
         Returns normally on readiness (the caller retries the syscall); raises
         :class:`NetClosingError` or :class:`DeadlineExceededError` otherwise.
+
+        netpollblock: under ``pd.lock`` a ready latch is consumed without
+        parking, closing or a passed deadline fail at once, and otherwise the
+        G is published in the semaphore; then ``g.park_io`` (called with the
+        lock held, which it releases) sleeps the G's way and returns the
+        outcome: True for readiness, False for a wakeup without it.
         """
-        # _block re-checks closing and the deadline under pd.lock and returns
-        # False without parking when either applies; the loop raises then.
-        while not self._block(mode):
+        g: G = _getcurrent()  # type: ignore[assignment]
+        if g.__class__ is not GreenletG:
+            g = current_g()
+        lock = self.lock
+        while True:
+            lock.acquire()
+            if mode == MODE_R:
+                old = self.rg
+                if old is PD_READY:  # the latch: consume it, no park
+                    self.rg = None
+                    lock.release()
+                    return
+                d = self.rd
+                if old is not None or self.closing or (d and (d < 0 or d <= _monotonic())):
+                    lock.release()
+                    self._fail(old, mode)
+                    continue
+                g.woken = False
+                self.rg = g
+            else:
+                old = self.wg
+                if old is PD_READY:
+                    self.wg = None
+                    lock.release()
+                    return
+                d = self.wd
+                if old is not None or self.closing or (d and (d < 0 or d <= _monotonic())):
+                    lock.release()
+                    self._fail(old, mode)
+                    continue
+                g.woken = False
+                self.wg = g
+            if g.park_io(self, mode):
+                return
             code = self.check(mode)
             if code:
                 self.raise_for(code)
             # Woken without readiness and without an error: a deadline fired
             # and was extended before we ran.  Go pretends nothing happened.
 
+    def _fail(self, old: object, mode: int) -> None:
+        """Why :meth:`wait` may not park: a second waiter, closing or a deadline."""
+        if old is not None:
+            raise RuntimeError(f"netpoll: double wait on {self!r}")
+        code = self.check(mode)
+        if code:
+            self.raise_for(code)
+        # The deadline moved between the two looks: wait() tries again.
+
     # -- deadlines --------------------------------------------------------
 
-    def set_deadline(self, d: float, mode: int) -> None:
+    def set_deadline(self, d: float, mode: int, seq: int) -> None:
         """poll_runtime_pollSetDeadline.
 
         ``d`` is ``0`` to clear, negative for "already passed", or an absolute
-        ``time.monotonic()`` value.  A parked G whose deadline is now past is
-        woken at once; one whose deadline moved gets a timer on its poll M,
-        or, parked in the kernel, a poke to recompute its timeout.
+        ``time.monotonic()`` value.  ``seq`` is the generation the caller's fd
+        was opened with: a pollDesc closed and reused meanwhile raises the
+        closing error instead of changing another fd's deadline.  A parked G
+        whose deadline is now past is woken at once; one whose deadline moved
+        is told (``g.deadline_moved``: a timer on its M, or a poke to a thread
+        waiting in the kernel, which recomputes its timeout).
         """
         lock = self.lock
+        lock.acquire()
+        if self.fdseq != seq or self.closing:
+            lock.release()
+            raise FileClosingError() if self.is_file else NetClosingError()
         if mode == MODE_R:
             # The common case, a server moving its read deadline before each
             # read: nobody parked in that direction, so nothing to wake or arm.
-            lock.acquire()
             g = self.rg
-            if (g is None or g is PD_READY) and not self.closing:
+            if g is None or g is PD_READY:
                 self.rd = d
                 lock.release()
                 return
-            lock.release()
         woken: list[G] = []
-        poked: list[G] = []
-        with lock:
-            if self.closing:
-                return
+        try:
             now = _monotonic()
             for direction in (MODE_R, MODE_W):
                 if not mode & direction:
@@ -442,20 +424,12 @@ class PollDesc:
                     taken = self._unblock(direction, False)
                     if taken is not None:
                         woken.append(taken)
-                elif g.poll_m is None:
-                    poked.append(g)
-                elif d > 0:
-                    armed = self.rtimer if direction == MODE_R else self.wtimer
-                    if armed == 0 or d < armed:
-                        if direction == MODE_R:
-                            self.rtimer = d
-                        else:
-                            self.wtimer = d
-                        g.poll_m.add_timer(d, _deadline_timer, (self, direction))
+                else:
+                    g.deadline_moved(self, direction, d)
+        finally:
+            lock.release()
         for g in woken:
             g.ready()
-        for g in poked:
-            g.poke()
 
     def deadline_fired(self, mode: int) -> None:
         """netpolldeadlineimpl: the timer armed for ``mode`` went off."""
@@ -471,12 +445,8 @@ class PollDesc:
             if d > 0:
                 if d > _monotonic():
                     # The deadline moved later: re-arm for whoever is parked.
-                    if g is not None and g is not PD_READY and g.poll_m is not None:
-                        if mode == MODE_R:
-                            self.rtimer = d
-                        else:
-                            self.wtimer = d
-                        g.poll_m.add_timer(d, _deadline_timer, (self, mode))
+                    if g is not None and g is not PD_READY:
+                        g.deadline_moved(self, mode, d)
                     return
                 if mode == MODE_R:
                     self.rd = -1.0
@@ -489,35 +459,8 @@ class PollDesc:
     # -- readiness and close ------------------------------------------------
 
     def ready(self, mode: int) -> None:
-        """netpollready: the poller saw ``mode`` readiness; wake or latch.
-
-        This is :meth:`_unblock` with ``ioready=True`` spelled out for both
-        directions: the poll loop runs it for every event.
-        """
-        rg = wg = None
-        lock = self.lock
-        lock.acquire()
-        if mode & MODE_R:
-            old = self.rg
-            if old is None:
-                self.rg = PD_READY
-            elif old is not PD_READY:
-                self.rg = None
-                old.ioready = old.woken = True
-                rg = old
-        if mode & MODE_W:
-            old = self.wg
-            if old is None:
-                self.wg = PD_READY
-            elif old is not PD_READY:
-                self.wg = None
-                old.ioready = old.woken = True
-                wg = old
-        lock.release()
-        if rg is not None:
-            rg.ready()
-        if wg is not None:
-            wg.ready()
+        """netpollready for one descriptor: the poller saw ``mode``; wake or latch."""
+        netpollready(((self.token, mode),), None)
 
     def evict(self) -> None:
         """poll_runtime_pollUnblock: mark closing and wake every waiter.
@@ -536,9 +479,51 @@ class PollDesc:
             wg.ready()
 
 
-def _deadline_timer(arg: tuple[PollDesc, int]) -> None:
-    pd, mode = arg
-    pd.deadline_fired(mode)
+def netpollready(events: Iterable[tuple[Any, int]], m: M | None) -> None:
+    """netpollready for a poll's events: wake or latch, in one pass.
+
+    ``events`` are ``(token, modes)`` pairs as a poller returns them; an
+    event whose generation is stale (the fd was closed and its pollDesc
+    reused) is dropped.  A woken goroutine of ``m``, the M running this
+    pass, goes straight onto its run queue (Go's ``injectglist``); any
+    other G is readied its own way.  This is :meth:`PollDesc._unblock` with
+    ``ioready=True`` spelled out, because the poll loop runs it per event.
+    """
+    runq = None if m is None else m.runq
+    for token, modes in events:
+        pd, seq = token
+        if pd.fdseq != seq:
+            continue
+        rg = wg = None
+        lock = pd.lock
+        lock.acquire()
+        if modes & MODE_R:
+            old = pd.rg
+            if old is None:
+                pd.rg = PD_READY
+            elif old is not PD_READY:
+                pd.rg = None
+                old.ioready = old.woken = True
+                rg = old
+        if modes & MODE_W:
+            old = pd.wg
+            if old is None:
+                pd.wg = PD_READY
+            elif old is not PD_READY:
+                pd.wg = None
+                old.ioready = old.woken = True
+                wg = old
+        lock.release()
+        if rg is not None:
+            if rg.__class__ is GreenletG and rg.m is m:
+                runq.append(rg)  # type: ignore[union-attr]
+            else:
+                rg.ready()
+        if wg is not None:
+            if wg.__class__ is GreenletG and wg.m is m:
+                runq.append(wg)  # type: ignore[union-attr]
+            else:
+                wg.ready()
 
 
 def open_polldesc(fd: int) -> PollDesc:
@@ -558,7 +543,8 @@ def open_polldesc(fd: int) -> PollDesc:
     g = current_goroutine()
     if g is not None:
         try:
-            pd.register(g.m)
+            with pd.lock:
+                g.m.register_pd(pd)
         except BaseException:
             runtime.cache.free(pd)
             raise
@@ -574,3 +560,4 @@ def close_polldesc(pd: PollDesc) -> None:
 
 
 runtime.cache.new = PollDesc
+set_event_delivery(netpollready)

@@ -54,7 +54,7 @@ import time
 import traceback
 import warnings
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -151,6 +151,42 @@ class GreenletG(greenlet.greenlet):
     def poke(self) -> None:
         """Nothing to do: a goroutine's timers live on its M (see ThreadG.poke)."""
 
+    #: A goroutine's wait is its M's poller, never the kernel on one fd.
+    waits_in_kernel = False
+
+    def park_io(self, pd: Any, mode: int) -> bool:
+        """Sleep on ``pd`` until a notifier takes this G out (gopark + netpollblockcommit).
+
+        Called by ``PollDesc.wait`` with ``pd.lock`` held and this G
+        published in the semaphore; the commit (registration with this M's
+        poller on the first park, the level-triggered arm, the deadline
+        timer) happens under that lock, which is then released before the
+        switch to the hub.  Returns the outcome the notifier left in
+        :attr:`ioready`.
+        """
+        m = self.m
+        try:
+            arm_on(m, pd, mode)
+        except BaseException:
+            pd.unpublish_locked(self, mode)
+            pd.lock.release()
+            raise
+        pd.lock.release()
+        hub = m.hub
+        try:
+            while True:
+                hub.switch()
+                if self.woken:  # set by the notifier that took this G out
+                    return bool(self.ioready)
+        except BaseException:
+            pd.abandon(self, mode)
+            raise
+
+    def deadline_moved(self, pd: Any, mode: int, d: float) -> None:
+        """``pd``'s deadline moved while this G is parked (``pd.lock`` held): re-arm."""
+        if d > 0 and pd.timer_due_locked(mode, d):
+            self.m.add_timer(d, pd.deadline_fired, mode)
+
     def park(self, deadline: float | None = None) -> None:
         """Switch to the hub until readied or past ``deadline`` (gopark)."""
         m = self.m
@@ -190,6 +226,27 @@ def _park_timeout(arg: tuple[GreenletG, int]) -> None:
     g, seq = arg
     if g.parkseq == seq and not g.dead:
         g.ready()
+
+
+def arm_on(m: M, pd: Any, mode: int) -> None:
+    """Commit a park on ``pd`` to ``m`` (``pd.lock`` held): what its poller and timers need.
+
+    The fd is registered with ``m``'s poller the first time a G of ``m``
+    parks on it (or when the M it was registered with went away) and stays
+    there until close; a level-triggered poller gets the direction armed; a
+    deadline gets a timer on ``m`` unless an earlier one is armed already.
+    A G of another M parked on an fd registered here is readied through its
+    own M's injection queue.
+    """
+    home = pd.m
+    if home is None or home.exited:
+        m.register_pd(pd)
+        home = m
+    if not home.edge_triggered:
+        _table.netpollarm(home.poller, pd.fd, mode)
+    d = pd.rd if mode == MODE_R else pd.wd
+    if d > 0 and pd.timer_due_locked(mode, d):
+        m.add_timer(d, pd.deadline_fired, mode)
 
 
 class ThreadG:
@@ -258,6 +315,78 @@ class ThreadG:
         w = self.wake
         if w is not None:
             w.notify()
+
+    @property
+    def waits_in_kernel(self) -> bool:
+        """True when this thread waits in the kernel on the fd itself (it has a wake fd)."""
+        return self.wake_fd >= 0
+
+    def park_io(self, pd: Any, mode: int) -> bool:
+        """Sleep on ``pd`` (called by ``PollDesc.wait`` with ``pd.lock`` held, G published).
+
+        With a wake descriptor the thread waits in the kernel on the fd and
+        its wake fd, its timeout computed from the deadline; a deadline
+        change or close from another thread pokes the wake fd and the loop
+        looks again.  Without one, the thread-poll M polls the fd and runs
+        the deadline timer for it, and the thread blocks on its semaphore.
+        """
+        if self.wake_fd < 0:
+            m = self.poll_m
+            assert m is not None
+            try:
+                arm_on(m, pd, mode)
+            except BaseException:
+                pd.unpublish_locked(self, mode)
+                pd.lock.release()
+                raise
+            pd.lock.release()
+            try:
+                while True:
+                    self._sema.acquire()
+                    if self.woken:
+                        return self.ioready
+            except BaseException:
+                pd.abandon(self, mode)
+                raise
+        pd.lock.release()
+        read = mode == MODE_R
+        fd = pd.fd
+        try:
+            while True:
+                d = pd.rd if read else pd.wd
+                if d == 0:
+                    timeout = None
+                elif d < 0:
+                    timeout = 0.0
+                else:
+                    timeout = max(0.0, d - _monotonic())
+                if read:
+                    pd.rhint = True
+                modes = self.wait_fd(fd, mode, timeout)
+                with pd.lock:
+                    done: bool | None = pd.kernel_wait_done_locked(
+                        self, mode, bool(modes & mode)
+                    )
+                if done is not None:
+                    return done
+                # Spurious, or the deadline moved: look again.
+        except BaseException:
+            pd.abandon(self, mode)
+            raise
+
+    def deadline_moved(self, pd: Any, mode: int, d: float) -> None:
+        """``pd``'s deadline moved while this thread is parked (``pd.lock`` held).
+
+        In the kernel: poke it to recompute its timeout.  On its semaphore:
+        a timer on the thread-poll M, as for a goroutine.
+        """
+        w = self.wake
+        if w is not None:
+            w.notify()
+        elif d > 0 and pd.timer_due_locked(mode, d):
+            m = self.poll_m
+            if m is not None:
+                m.add_timer(d, pd.deadline_fired, mode)
 
     def park(self, deadline: float | None = None) -> None:
         """Block until readied or past ``deadline`` (may return early)."""
@@ -412,6 +541,31 @@ def park_waiter(w: Waiter, deadline: float | None, lock: Any, queue: Any) -> boo
 # --------------------------------------------------------------------------
 
 
+class _EventDelivery:
+    """Where a poll's events go: ``polldesc.netpollready``, set by that module.
+
+    The scheduler does not look inside poller tokens; the pollDesc layer
+    turns ``(token, modes)`` pairs into ready Gs.
+    """
+
+    __slots__ = ("deliver",)
+
+    def __init__(self) -> None:
+        self.deliver: Callable[[Sequence[tuple[Any, int]], M], None] = _no_delivery
+
+
+def _no_delivery(events: Sequence[tuple[Any, int]], m: M) -> None:
+    raise RuntimeError("netpoll: netpoll.core.polldesc is not loaded")
+
+
+_events = _EventDelivery()
+
+
+def set_event_delivery(deliver: Callable[[Sequence[tuple[Any, int]], M], None]) -> None:
+    """Install the function that turns a poll's ``(token, modes)`` events into ready Gs."""
+    _events.deliver = deliver
+
+
 class _TimerRequest:
     """A timer added from another thread, handed over through the injection queue."""
 
@@ -506,6 +660,26 @@ class M:
     def g_exited(self, g: GreenletG) -> None:
         """Called by a G as it finishes."""
         self.gs.discard(g)
+
+    def register_pd(self, pd: Any) -> None:
+        """Register ``pd``'s fd with this M's poller (``pd.lock`` held; Go's netpollopen).
+
+        Raises the backend's :class:`OSError` (``EPERM``: not pollable).
+        """
+        _table.netpollopen(self.poller, pd.fd, pd.token)
+        pd.m = self
+        self.pds.add(pd)
+
+    def unregister_pd(self, pd: Any) -> None:
+        """Take ``pd``'s fd off this M's poller (its close, or this M going away)."""
+        self.pds.discard(pd)
+        poller = self.poller
+        if poller is not None:
+            try:
+                _table.netpollclose(poller, pd.fd)
+            except (OSError, RuntimeError, ValueError):
+                if not self.exited:
+                    raise
 
     # -- the loop (this M's thread only) ----------------------------------------
 
@@ -605,15 +779,17 @@ class M:
         if runtime.backend_generation != self._backend_generation:
             self._ensure_poller()
         try:
-            events = _table.netpoll(self.poller, timeout)
+            poller = self.poller
+            if _table.netpoll_direct and poller is not None:
+                events = poller.netpoll(timeout)
+            else:
+                events = _table.netpoll(self.poller, timeout)
         except Exception as exc:
             self._poll_failed(exc)
             return
         self._poll_failures = 0
-        for token, mode in events:
-            pd, seq = token
-            if pd.fdseq == seq:  # an event for a closed, reused fd is dropped
-                pd.ready(mode)
+        if events:
+            _events.deliver(events, self)
 
     def _poll_failed(self, exc: Exception) -> None:
         """The poller raised: nobody may be left parked on what it would report.
