@@ -41,10 +41,10 @@ How epoll is used here, and why:
 from __future__ import annotations
 
 import select
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from netpoll.backends.base import EdgeTriggeredPoller, Wakeup, probe_with_pipe
-from netpoll.core.hookspecs import MODE_R, MODE_W, BackendSpec, hookimpl
+from netpoll.core.hookspecs import MAX_WAIT, MODE_R, MODE_W, BackendSpec, clamp_timeout, hookimpl
 
 # select.EPOLL* exist only on Linux; getattr keeps the module importable (and
 # the probe honest) everywhere else.
@@ -111,6 +111,48 @@ class EpollPoller(EdgeTriggeredPoller):
             (fd, (MODE_R if ev & _READ_EVENTS else 0) | (MODE_W if ev & _WRITE_EVENTS else 0))
             for fd, ev in events
         ]
+
+    def netpoll(self, timeout: float | None) -> Sequence[tuple[object, int]]:
+        """Wait up to ``timeout`` seconds; return ``[(token, modes), ...]``, one per fd.
+
+        The base class's netpoll in one pass: epoll reports each fd once per
+        wait, so there is nothing to merge, and the events become tokens in
+        one comprehension (this runs once per scheduler round).
+        """
+        ep = self._epoll
+        if ep is None:
+            if self._opened or self._closed:
+                return []  # shut down meanwhile
+            self.netpollinit()
+            ep = self._epoll
+            assert ep is not None
+        if timeout is None or not 0.0 <= timeout <= MAX_WAIT:  # NaN included
+            timeout = clamp_timeout(timeout)
+        try:
+            events = ep.poll(-1.0 if timeout is None else timeout, MAX_EVENTS)
+        except (OSError, ValueError):
+            if self._closed:
+                return []  # the epoll fd was closed under our feet
+            raise
+        tokens = self._tokens
+        result: list[tuple[object, int]] = [
+            (
+                tokens[fd],
+                (MODE_R if ev & _READ_EVENTS else 0) | (MODE_W if ev & _WRITE_EVENTS else 0),
+            )
+            for fd, ev in events
+            if fd in tokens
+        ]
+        if len(result) != len(events):
+            # The wakeup channel (never in tokens), or an fd closed meanwhile.
+            wakeup = self._wakeup
+            if wakeup is not None:
+                for fd, _ in events:
+                    if fd == wakeup.rfd:
+                        with self.lock:
+                            self._is_wakeup(fd)
+                        break
+        return result
 
 
 def _epoll_reports_writable(wfd: int) -> bool:

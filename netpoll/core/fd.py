@@ -85,6 +85,13 @@ class FileHandle:
         return f"<FileHandle fd={self._fd}>"
 
 
+def _seconds_until(t: float | None) -> float:
+    """Seconds from now until the wall-clock time ``t``; ``inf`` for None (no deadline)."""
+    if t is None:
+        return math.inf
+    return t - _time()
+
+
 def _never_blocks(fd: int) -> bool:
     """True for regular files and directories: poll(2) calls them always ready
     and epoll refuses them (EPERM), so they are not put on the poller."""
@@ -478,30 +485,32 @@ class FD:
 
     def set_deadline(self, t: float | None) -> None:
         """Set both deadlines (absolute ``time.time()`` seconds; None clears)."""
-        self.set_deadline_mode(t, MODE_RW)
+        self.set_deadline_in(_seconds_until(t), MODE_RW)
 
     def set_read_deadline(self, t: float | None) -> None:
         """Set the read deadline (absolute ``time.time()`` seconds; None clears)."""
-        self.set_deadline_mode(t, MODE_R)
+        self.set_deadline_in(_seconds_until(t), MODE_R)
 
     def set_write_deadline(self, t: float | None) -> None:
         """Set the write deadline (absolute ``time.time()`` seconds; None clears)."""
-        self.set_deadline_mode(t, MODE_W)
+        self.set_deadline_in(_seconds_until(t), MODE_W)
 
-    def set_deadline_mode(self, t: float | None, mode: int) -> None:
-        """Set the deadline of ``mode`` (MODE_R, MODE_W or both).
+    def set_deadline_in(self, seconds: float, mode: int) -> None:
+        """Set the deadline of ``mode`` (MODE_R, MODE_W or both) ``seconds`` from now.
 
-        Go's ``FD.SetDeadline`` holds an fdMutex reference so that the
-        pollDesc cannot be reused under it; here the pollDesc checks the
-        generation this FD owns instead, under the lock it takes anyway.
+        ``inf`` clears it; zero or less means already passed.  The deadline
+        is kept on the monotonic clock, so a wall-clock step after this call
+        does not move it.  Go's ``FD.SetDeadline`` holds an fdMutex reference
+        so that the pollDesc cannot be reused under it; here the pollDesc
+        checks the generation this FD owns instead, under the lock it takes
+        anyway.
         """
-        if t is None or t == math.inf:
-            d = 0.0
-        elif t != t:  # NaN
+        if seconds > 0:
+            d = 0.0 if seconds == math.inf else _monotonic() + seconds
+        elif seconds != seconds:
             raise ValueError("netpoll: deadline is NaN")
         else:
-            remaining = t - _time()
-            d = _monotonic() + remaining if remaining > 0 else -1.0
+            d = -1.0
         pd = self.pd
         if pd is None:
             if self._mu.closed:

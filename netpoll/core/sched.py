@@ -108,7 +108,7 @@ class GreenletG(greenlet.greenlet):
         #: The M whose poller and timers serve this G's parks.
         self.poll_m: M | None = m
         self.name = f"G{next(_gids)}:{getattr(fn, '__qualname__', repr(fn))}"
-        self.ioready = False
+        self.ioready: bool = False
         self.woken = False
         self.parkseq = 0
         self.hog_reported = False
@@ -165,19 +165,26 @@ class GreenletG(greenlet.greenlet):
         :attr:`ioready`.
         """
         m = self.m
-        try:
-            arm_on(m, pd, mode)
-        except BaseException:
-            pd.unpublish_locked(self, mode)
-            pd.lock.release()
-            raise
+        # The common case needs no commit: the fd is registered with this M,
+        # edge-triggered, and no deadline is set in this direction.
+        if mode == MODE_R:
+            d, armed = pd.rd, pd.rtimer
+        else:
+            d, armed = pd.wd, pd.wtimer
+        if pd.m is not m or not m.edge_triggered or (d > 0 and (armed == 0 or d < armed)):
+            try:
+                arm_on(m, pd, mode)
+            except BaseException:
+                pd.unpublish_locked(self, mode)
+                pd.lock.release()
+                raise
         pd.lock.release()
         hub = m.hub
         try:
             while True:
                 hub.switch()
                 if self.woken:  # set by the notifier that took this G out
-                    return bool(self.ioready)
+                    return self.ioready
         except BaseException:
             pd.abandon(self, mode)
             raise
@@ -364,9 +371,7 @@ class ThreadG:
                     pd.rhint = True
                 modes = self.wait_fd(fd, mode, timeout)
                 with pd.lock:
-                    done: bool | None = pd.kernel_wait_done_locked(
-                        self, mode, bool(modes & mode)
-                    )
+                    done: bool | None = pd.kernel_wait_done_locked(self, mode, bool(modes & mode))
                 if done is not None:
                     return done
                 # Spurious, or the deadline moved: look again.

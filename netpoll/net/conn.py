@@ -32,12 +32,13 @@ import struct
 import sys
 import warnings
 from collections.abc import Iterable
+from time import time as _time
 from typing import TYPE_CHECKING, Any
 
 from netpoll.core.errors import NetClosingError
 from netpoll.core.finalizer import ensure_started as finalizer_started
 from netpoll.core.finalizer import queue_close
-from netpoll.core.hookspecs import MODE_W
+from netpoll.core.hookspecs import MODE_R, MODE_RW, MODE_W
 from netpoll.net.addr import (
     UDP_NETWORKS,
     UNIX_NETWORKS,
@@ -46,7 +47,7 @@ from netpoll.net.addr import (
     UDPAddr,
     UnixAddr,
 )
-from netpoll.net.context import as_deadline
+from netpoll.net.context import RELATIVE_DEADLINE_LIMIT, as_deadline
 from netpoll.net.errors import AddrError, NetError, OpError, op_error
 from netpoll.net.sock import NetFD, RawConn
 
@@ -222,20 +223,33 @@ class Conn(io.RawIOBase):
         Absolute, effective at once for operations already parked; a past
         deadline makes I/O fail with a timeout until it is moved.
         """
-        self._set_deadline(t, self._fd.set_deadline)
+        self._set_deadline(t, MODE_RW)
 
     def set_read_deadline(self, t: Any) -> None:
         """Set the read deadline (see :meth:`set_deadline`)."""
-        self._set_deadline(t, self._fd.set_read_deadline)
+        # The per-message case, a time.time() float, in one step; anything
+        # else (None, a datetime, a bad value) goes through as_deadline.
+        if t.__class__ is float:
+            remaining = t - _time()
+            if remaining >= -RELATIVE_DEADLINE_LIMIT:  # False for NaN too
+                try:
+                    self._fd.set_deadline_in(remaining, MODE_R)
+                except OSError as exc:
+                    raise self._error("set", exc) from None
+                return
+        self._set_deadline(t, MODE_R)
 
     def set_write_deadline(self, t: Any) -> None:
         """Set the write deadline (see :meth:`set_deadline`)."""
-        self._set_deadline(t, self._fd.set_write_deadline)
+        self._set_deadline(t, MODE_W)
 
-    def _set_deadline(self, t: Any, setter: Any) -> None:
+    def _set_deadline(self, t: Any, mode: int) -> None:
         d = as_deadline(t)
         try:
-            setter(d)
+            if d is None:
+                self._fd.set_deadline_in(math.inf, mode)
+            else:
+                self._fd.set_deadline_in(d - _time(), mode)
         except OSError as exc:
             raise self._error("set", exc) from None
 
