@@ -249,13 +249,23 @@ class PollDesc:
         """
         if g.woken:  # a notifier took g out (its poke may still come)
             return bool(g.ioready)
-        if ready or self.closing or self._expired(mode):
+        if self.closing:
+            ready = False
+        elif self._expired(mode):
+            # No timer serves a thread in the kernel: it is its own timer, and
+            # marks the deadline passed as the timer would (netpolldeadlineimpl).
             if mode == MODE_R:
-                self.rg = None
+                self.rd = -1.0
             else:
-                self.wg = None
-            return ready and not self.closing
-        return None
+                self.wd = -1.0
+            ready = False
+        elif not ready:
+            return None
+        if mode == MODE_R:
+            self.rg = None
+        else:
+            self.wg = None
+        return ready
 
     def deadline_of(self, mode: int) -> float:
         """This direction's deadline (0: none, < 0: passed, else monotonic)."""
