@@ -101,7 +101,8 @@ class WakeFdBudget:
 
     def fds(self) -> frozenset[int]:
         """The wake descriptors open now (owned by the runtime, not leaks)."""
-        return frozenset(fd for w in self._open.values() for fd in (w.fd, w.wfd))
+        with self._lock:  # a thread ending now releases its channel
+            return frozenset(fd for w in self._open.values() for fd in (w.fd, w.wfd))
 
     def after_fork_in_child(self) -> None:
         """Forget the parent's wake fds (their threads do not exist here)."""
