@@ -101,8 +101,12 @@ class WakeFdBudget:
 
     def fds(self) -> frozenset[int]:
         """The wake descriptors open now (owned by the runtime, not leaks)."""
-        with self._lock:  # a thread ending now releases its channel
-            return frozenset(fd for w in self._open.values() for fd in (w.fd, w.wfd))
+        # A snapshot first, in one C call: building the set allocates, and a
+        # collection may then run ThreadG.__del__ -> release() in this very
+        # thread (the lock is reentrant), changing the dict under a loop.
+        with self._lock:
+            channels = tuple(self._open.values())
+        return frozenset(fd for w in channels for fd in (w.fd, w.wfd))
 
     def after_fork_in_child(self) -> None:
         """Forget the parent's wake fds (their threads do not exist here)."""
