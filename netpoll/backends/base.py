@@ -33,7 +33,6 @@ nothing from netpoll but :mod:`netpoll.core.hookspecs`.
 
 from __future__ import annotations
 
-import math
 import os
 import select
 import threading
@@ -41,6 +40,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import ClassVar
 
 from netpoll.core.hookspecs import (
+    MAX_WAIT,
     MODE_R,
     MODE_RW,
     MODE_W,
@@ -461,6 +461,9 @@ class LevelTriggeredPoller(PollerBase):
 
 _POLL_READ = select.POLLIN | getattr(select, "POLLRDHUP", 0)
 _POLL_GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
+_POLL_READ_ANY = _POLL_READ | select.POLLPRI
+_POLLIN = select.POLLIN
+_POLLOUT = select.POLLOUT
 
 
 def poll_mask(modes: int) -> int:
@@ -486,16 +489,30 @@ def poll_modes(events: int) -> int:
 
 
 def wait_with_poll(fd: int, mode: int, wake_fd: int, timeout: float | None) -> int:
-    """:func:`~netpoll.core.hookspecs.netpollwait` on a throwaway ``select.poll``."""
+    """:func:`~netpoll.core.hookspecs.netpollwait` on a throwaway ``select.poll``.
+
+    A parked thread runs this for every wait, so the mask and mode
+    conversions of :func:`poll_mask` and :func:`poll_modes` are spelled out.
+    """
     p = select.poll()
     if fd >= 0:
-        p.register(fd, poll_mask(mode))
+        p.register(fd, (_POLL_READ if mode & MODE_R else 0) | (_POLLOUT if mode & MODE_W else 0))
     if wake_fd >= 0:
-        p.register(wake_fd, select.POLLIN)
-    t = clamp_timeout(timeout)
+        p.register(wake_fd, _POLLIN)
+    if timeout is None or not 0.0 <= timeout <= MAX_WAIT:  # NaN included
+        timeout = clamp_timeout(timeout)
     result = 0
-    for f, ev in p.poll(None if t is None else math.ceil(t * 1000.0)):
-        result |= poll_modes(ev) if f == fd else MODE_WAKE
+    # poll() takes milliseconds as a float and rounds them up.
+    for f, ev in p.poll(None if timeout is None else timeout * 1000.0):
+        if f != fd:
+            result |= MODE_WAKE
+        elif ev & _POLL_GONE:
+            result |= MODE_RW
+        else:
+            if ev & _POLL_READ_ANY:
+                result |= MODE_R
+            if ev & _POLLOUT:
+                result |= MODE_W
     return result
 
 

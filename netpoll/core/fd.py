@@ -255,9 +255,10 @@ class FD:
                     pd.prepare(MODE_R)  # raises the closing or timeout error
                 pd.rg = None  # a stale notice: the call below tries anyway
                 if pd.rhint and _table.read_direct:
-                    # After a read that parked in the kernel this waits first,
-                    # skipping the EAGAIN round (see PollDesc.wait_first).
-                    pd.wait_first(MODE_R)
+                    # After a read that parked in the kernel a thread waits
+                    # first, skipping the EAGAIN round (see PollDesc.wait).
+                    pd.rhint = False
+                    pd.wait(MODE_R, True)
             sock = self.sock
             while True:
                 try:
@@ -302,7 +303,8 @@ class FD:
                     pd.prepare(MODE_R)
                 pd.rg = None
                 if pd.rhint and _table.read_direct:
-                    pd.wait_first(MODE_R)
+                    pd.rhint = False
+                    pd.wait(MODE_R, True)
             sock = self.sock
             while True:
                 if _table.read_direct:

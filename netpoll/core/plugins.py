@@ -118,6 +118,7 @@ class SyscallTable:
         self.read_direct = True
         self.write_direct = True
         self.netpoll_direct = True
+        self.netpollwait_direct = True
 
 
 def _through_pluggy(caller: pluggy.HookCaller) -> Callable[..., object]:
@@ -242,14 +243,18 @@ class NetpollPluginManager(pluggy.PluginManager):
             else:
                 setattr(table, name, _through_pluggy(caller))
                 table.wrapped[name] = True
-        table.read_direct = table.read is syscalls.read
-        table.write_direct = table.write is syscalls.write
+        table.read_direct = self._is_default("read", syscalls)
+        table.write_direct = self._is_default("write", syscalls)
         forwarder = self.get_plugin("netpoll.poller")
-        table.netpoll_direct = (
-            forwarder is not None
-            and not table.wrapped["netpoll"]
-            and getattr(table.netpoll, "__self__", None) is forwarder
-        )
+        table.netpoll_direct = self._is_default("netpoll", forwarder)
+        table.netpollwait_direct = self._is_default("netpollwait", forwarder)
+
+    def _is_default(self, name: str, plugin: object) -> bool:
+        """True when ``plugin`` alone implements hook ``name`` (nothing watches the call)."""
+        if plugin is None or self.table.wrapped.get(name, True):
+            return False
+        impls = getattr(self.hook, name).get_hookimpls()
+        return len(impls) == 1 and impls[0].plugin is plugin
 
 
 # --------------------------------------------------------------------------

@@ -53,8 +53,8 @@ from netpoll.core.sched import (
     G,
     GreenletG,
     M,
-    current_g,
     current_goroutine,
+    current_thread_g,
     set_event_delivery,
 )
 
@@ -119,7 +119,7 @@ class PollDesc:
         self.rtimer = 0.0
         self.wtimer = 0.0
         #: The last read parked in the kernel (a thread G): the next one may
-        #: wait before it tries (see wait_first).
+        #: wait before it tries (see wait).
         self.rhint = False
         #: The M whose poller has this fd registered (None: not registered).
         self.m: M | None = None
@@ -249,9 +249,10 @@ class PollDesc:
         """
         if g.woken:  # a notifier took g out (its poke may still come)
             return bool(g.ioready)
+        d = self.rd if mode == MODE_R else self.wd
         if self.closing:
             ready = False
-        elif self._expired(mode):
+        elif d < 0 or (d > 0 and d <= _monotonic()):
             # No timer serves a thread in the kernel: it is its own timer, and
             # marks the deadline passed as the timer would (netpolldeadlineimpl).
             if mode == MODE_R:
@@ -317,23 +318,19 @@ class PollDesc:
                 self.raise_for(self.check(mode))
             self.wg = None
 
-    def wait_first(self, mode: int) -> None:
-        """Wait for readiness before trying, if the caller waits in the kernel.
-
-        A thread G's wait (poll(2) on the fd) is level-triggered, so waiting
-        first is always safe: data already there returns at once.  A
-        goroutine must try first: its poller is edge-triggered, and the
-        notice of data that a previous read left in the socket is gone.
-        """
-        self.rhint = False
-        if current_g().waits_in_kernel:
-            self.wait(mode)
-
-    def wait(self, mode: int) -> None:
+    def wait(self, mode: int, first: bool = False) -> None:
         """poll_runtime_pollWait: park until ready, closed, or past the deadline.
 
         Returns normally on readiness (the caller retries the syscall); raises
         :class:`NetClosingError` or :class:`DeadlineExceededError` otherwise.
+
+        ``first``: the caller has not tried the system call yet, because the
+        last read on this fd parked in the kernel (``rhint``).  Only a G that
+        waits in the kernel then waits first: its wait (poll(2) on the fd) is
+        level-triggered, so data already there returns at once and the
+        EAGAIN round is saved.  A goroutine returns at once and tries: its
+        poller is edge-triggered, and the notice of data that a previous read
+        left in the socket is gone.
 
         netpollblock: under ``pd.lock`` a ready latch is consumed without
         parking, closing or a passed deadline fail at once, and otherwise the
@@ -343,7 +340,11 @@ class PollDesc:
         """
         g: G = _getcurrent()  # type: ignore[assignment]
         if g.__class__ is not GreenletG:
-            g = current_g()
+            g = current_thread_g()
+            if first and not g.waits_in_kernel:
+                return
+        elif first:
+            return
         lock = self.lock
         while True:
             lock.acquire()

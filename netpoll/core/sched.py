@@ -326,7 +326,7 @@ class ThreadG:
     @property
     def waits_in_kernel(self) -> bool:
         """True when this thread waits in the kernel on the fd itself (it has a wake fd)."""
-        return self.wake_fd >= 0
+        return self.wake is not None or self._gen != wake_fds.generation
 
     def park_io(self, pd: Any, mode: int) -> bool:
         """Sleep on ``pd`` (called by ``PollDesc.wait`` with ``pd.lock`` held, G published).
@@ -337,7 +337,10 @@ class ThreadG:
         looks again.  Without one, the thread-poll M polls the fd and runs
         the deadline timer for it, and the thread blocks on its semaphore.
         """
-        if self.wake_fd < 0:
+        if self._gen != wake_fds.generation:
+            self._after_fork()
+        w = self.wake
+        if w is None:
             m = self.poll_m
             assert m is not None
             try:
@@ -358,6 +361,7 @@ class ThreadG:
         pd.lock.release()
         read = mode == MODE_R
         fd = pd.fd
+        wake_fd = w.fd
         try:
             while True:
                 d = pd.rd if read else pd.wd
@@ -366,12 +370,19 @@ class ThreadG:
                 elif d < 0:
                     timeout = 0.0
                 else:
-                    timeout = max(0.0, d - _monotonic())
+                    timeout = d - _monotonic()
+                    if timeout < 0.0:
+                        timeout = 0.0
                 if read:
                     pd.rhint = True
-                modes = self.wait_fd(fd, mode, timeout)
+                if _table.netpollwait_direct:
+                    modes: int = runtime.thread_poller().netpollwait(fd, mode, wake_fd, timeout)
+                else:
+                    modes = _table.netpollwait(runtime.thread_poller(), fd, mode, wake_fd, timeout)
+                if modes & MODE_WAKE:
+                    w.drain()
                 with pd.lock:
-                    done: bool | None = pd.kernel_wait_done_locked(self, mode, bool(modes & mode))
+                    done: bool | None = pd.kernel_wait_done_locked(self, mode, modes & mode != 0)
                 if done is not None:
                     return done
                 # Spurious, or the deadline moved: look again.
@@ -443,6 +454,15 @@ def current_g() -> G:
     cur = _getcurrent()
     if type(cur) is GreenletG:
         return cur
+    try:
+        g: ThreadG = _local.g
+    except AttributeError:
+        g = _local.g = ThreadG(threading.current_thread().name)
+    return g
+
+
+def current_thread_g() -> ThreadG:
+    """The calling thread's ThreadG (the caller knows it is not in a goroutine)."""
     try:
         g: ThreadG = _local.g
     except AttributeError:
