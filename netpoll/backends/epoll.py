@@ -126,10 +126,13 @@ class EpollPoller(EdgeTriggeredPoller):
             self.netpollinit()
             ep = self._epoll
             assert ep is not None
-        if timeout is None or not 0.0 <= timeout <= MAX_WAIT:  # NaN included
-            timeout = clamp_timeout(timeout)
+        if timeout is None:
+            timeout = -1.0  # block
+        elif not 0.0 <= timeout <= MAX_WAIT:  # NaN included
+            clamped = clamp_timeout(timeout)
+            timeout = -1.0 if clamped is None else clamped
         try:
-            events = ep.poll(-1.0 if timeout is None else timeout, MAX_EVENTS)
+            events = ep.poll(timeout, MAX_EVENTS)
         except (OSError, ValueError):
             if self._closed:
                 return []  # the epoll fd was closed under our feet

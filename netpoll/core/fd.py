@@ -153,12 +153,31 @@ class FD:
 
     def incref(self) -> None:
         """Hold the FD open for a non-I/O operation (setsockopt, getsockname...)."""
-        if not self._mu.incref():
+        # FDMutex.incref inline: every accepted conn takes a few of these.
+        mu = self._mu
+        lk = mu.state_lock
+        lk.acquire()
+        if mu.closed:
+            lk.release()
             raise self._closing_error()
+        mu.refs += 1
+        lk.release()
 
     def decref(self) -> None:
         """Release a reference taken by :meth:`incref`."""
-        if self._mu.decref():
+        mu = self._mu
+        lk = mu.state_lock
+        lk.acquire()
+        if mu.refs <= 0:
+            lk.release()
+            raise RuntimeError("netpoll: inconsistent fdMutex (decref below zero)")
+        mu.refs -= 1
+        if not mu.closed:
+            lk.release()
+            return
+        destroy = mu.destroy_due_locked()
+        lk.release()
+        if destroy:
             self._destroy()
 
     def _lock_failed(self) -> OSError:
@@ -191,18 +210,23 @@ class FD:
         OS descriptor is closed when the last of them has left (which may be
         this call).  A second close raises the closing error.
         """
-        csema = Note()
-        if not self._mu.incref_and_close():
+        mu = self._mu
+        if not mu.incref_and_close():
             raise self._closing_error()
-        # Set before our decref: until then we hold a reference, so nobody
-        # else can reach _destroy and miss the semaphore.
-        self._csema = csema
         if self.pd is not None:
             self.pd.evict()
-        if self._mu.decref():
-            self._destroy()
-        # Go's fd.Close waits on csema: close returns after the real close.
-        csema.wait()
+        if mu.decref():
+            self._destroy()  # the common case: nobody else was inside
+        else:
+            # Go's fd.Close waits on csema: close returns after the real
+            # close, which the last operation to leave does.
+            csema = Note()
+            with mu.state_lock:
+                waiting = self.sysfd != -1
+                if waiting:
+                    self._csema = csema
+            if waiting:
+                csema.wait()
         err = self._close_error
         if err is not None:
             self._close_error = None
@@ -218,9 +242,11 @@ class FD:
         except BaseException as exc:
             self._close_error = exc
         finally:
-            self.sysfd = -1
-            if self._csema is not None:
-                self._csema.wakeup()
+            with self._mu.state_lock:
+                self.sysfd = -1
+                csema = self._csema
+            if csema is not None:
+                csema.wakeup()
 
     @property
     def closed(self) -> bool:

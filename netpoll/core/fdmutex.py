@@ -43,10 +43,10 @@ from netpoll.core.sched import Waiter, current_g, park_waiter
 class FDMutex:
     """The reference count and the read/write locks of one descriptor."""
 
-    __slots__ = ("_destroyed", "_lock", "closed", "refs", "rl", "rwait", "wl", "wwait")
+    __slots__ = ("_destroyed", "closed", "refs", "rl", "rwait", "state_lock", "wl", "wwait")
 
     def __init__(self) -> None:
-        self._lock = allocate_lock()
+        self.state_lock = allocate_lock()
         #: Held by the one reader / the one writer (non-blocking acquire).
         self.rl = allocate_lock()
         self.wl = allocate_lock()
@@ -58,8 +58,11 @@ class FDMutex:
         self.refs = 0
         self._destroyed = False
 
-    def _destroy_due_locked(self) -> bool:
-        """Closed and nobody left: True once, for the caller that must destroy."""
+    def destroy_due_locked(self) -> bool:
+        """Closed and nobody left: True once, for the caller that must destroy.
+
+        The caller holds :attr:`state_lock`.
+        """
         if (
             self.closed
             and not self._destroyed
@@ -73,7 +76,7 @@ class FDMutex:
 
     def incref(self) -> bool:
         """Take a reference for a non-I/O operation; False if closed."""
-        with self._lock:
+        with self.state_lock:
             if self.closed:
                 return False
             self.refs += 1
@@ -81,11 +84,11 @@ class FDMutex:
 
     def decref(self) -> bool:
         """Drop a reference; True if the caller must now destroy the fd."""
-        with self._lock:
+        with self.state_lock:
             if self.refs <= 0:
                 raise RuntimeError("netpoll: inconsistent fdMutex (decref below zero)")
             self.refs -= 1
-            return self._destroy_due_locked()
+            return self.destroy_due_locked()
 
     def incref_and_close(self) -> bool:
         """Mark closed and take a reference; False if it was already closed.
@@ -94,11 +97,13 @@ class FDMutex:
         closing error instead of waiting for a lock nobody will release
         usefully.
         """
-        with self._lock:
+        with self.state_lock:
             if self.closed:
                 return False
             self.closed = True
             self.refs += 1
+            if not (self.rwait or self.wwait):
+                return True
             woken = self._take_all(self.rwait) + self._take_all(self.wwait)
         for w in woken:
             w.g.ready()
@@ -126,7 +131,7 @@ class FDMutex:
         """
         lk = self.rl if read else self.wl
         while True:
-            with self._lock:
+            with self.state_lock:
                 if self.closed:
                     return False
                 w = Waiter(current_g())
@@ -147,7 +152,7 @@ class FDMutex:
                     return True
             # Woken by an unlock (the lock may be taken again by a newcomer
             # first: then queue again) or by close.
-            park_waiter(w, None, self._lock, queue)
+            park_waiter(w, None, self.state_lock, queue)
 
     @staticmethod
     def _take_all(queue: list[Waiter] | None) -> list[Waiter]:
@@ -177,13 +182,13 @@ class FDMutex:
 
     def unlocked_slow(self, read: bool) -> bool:
         """After a release: hand the turn to one queued G; the destroy decision."""
-        with self._lock:
+        with self.state_lock:
             queue = self.rwait if read else self.wwait
             w = None
             if queue:
                 w = queue.pop(0)
                 w.done = True
-            destroy = self._destroy_due_locked()
+            destroy = self.destroy_due_locked()
         if w is not None:
             w.g.ready()
         return destroy
@@ -194,5 +199,5 @@ class FDMutex:
         A caller that found the mutex closed may have been the last to let
         go of a lock it briefly held.
         """
-        with self._lock:
-            return self._destroy_due_locked()
+        with self.state_lock:
+            return self.destroy_due_locked()

@@ -482,8 +482,11 @@ class PollDesc:
             if self.closing:
                 raise RuntimeError("netpoll: evict of a closing pollDesc")
             self.closing = True
-            rg = self._unblock(MODE_R, False)
-            wg = self._unblock(MODE_W, False)
+            rg = wg = None
+            if self.rg is not None:
+                rg = self._unblock(MODE_R, False)
+            if self.wg is not None:
+                wg = self._unblock(MODE_W, False)
         if rg is not None:
             rg.ready()
         if wg is not None:

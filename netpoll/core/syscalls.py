@@ -15,6 +15,7 @@ behind a hook (a fault plugin shortening a write) calls them by that name:
 
 from __future__ import annotations
 
+import os as _os
 import socket as _socket
 from typing import TYPE_CHECKING
 
@@ -53,9 +54,17 @@ def listen(sock: _socket.socket, backlog: int) -> None:
 @hookimpl(trylast=True)
 def accept(sock: _socket.socket) -> tuple[_socket.socket, Address]:
     """Accept one connection as a non-blocking, close-on-exec socket."""
-    # socket.accept() uses accept4(SOCK_CLOEXEC) where the OS has it; Python
-    # does not pass SOCK_NONBLOCK, so the new socket is switched explicitly.
-    conn, addr = sock.accept()
+    # _accept() is accept4(SOCK_CLOEXEC) where the OS has it, without the
+    # Python-level work of socket.accept() (two enum conversions of the
+    # listener's family and type): the new socket reads its own family, type
+    # and protocol from the descriptor.  Python does not pass SOCK_NONBLOCK,
+    # so the new socket is switched explicitly.
+    fd, addr = sock._accept()  # type: ignore[attr-defined]
+    try:
+        conn = _socket.socket(fileno=fd)
+    except BaseException:
+        _os.close(fd)
+        raise
     conn.setblocking(False)
     return conn, addr
 

@@ -143,11 +143,7 @@ class TCPListener(Listener):
     def accept(self) -> TCPConn:
         """Accept a TCP connection: TCP_NODELAY on, keep-alive per the ListenConfig."""
         nfd = self._accept_nfd()
-        try:
-            nfd.set_no_delay(True)
-        except OSError:
-            pass  # Go ignores it too
-        nfd.apply_keep_alive(self._config.keep_alive)
+        nfd.setup_accepted_tcp(self._config.keep_alive)
         return TCPConn(nfd)
 
     def addr(self) -> TCPAddr:

@@ -22,7 +22,7 @@ import errno
 import math
 import socket as _socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from netpoll.core.errors import DeadlineExceededError, NetClosingError
@@ -158,7 +158,7 @@ class NetFD:
     the addresses once known.
     """
 
-    __slots__ = ("family", "fd", "laddr", "net", "raddr", "sock", "sotype")
+    __slots__ = ("_laddr", "_lsa", "_raddr", "_rsa", "family", "fd", "net", "sock", "sotype")
 
     def __init__(self, sock: _socket.socket, family: int, sotype: int, net: str) -> None:
         # Registers with the poller; on OSError the caller still owns sock.
@@ -167,8 +167,39 @@ class NetFD:
         self.family = family
         self.sotype = sotype
         self.net = net
-        self.laddr: Addr | None = None
-        self.raddr: Addr | None = None
+        self._laddr: Addr | None = None
+        self._raddr: Addr | None = None
+        #: Socket-module addresses not yet turned into Addr objects (accept
+        #: records them; most conns of a server never ask for them).
+        self._lsa: Any = None
+        self._rsa: Any = None
+
+    @property
+    def laddr(self) -> Addr | None:
+        """The local address, once known."""
+        if self._lsa is not None:
+            self._laddr, self._lsa = self.addr_of(self._lsa), None
+        return self._laddr
+
+    @laddr.setter
+    def laddr(self, addr: Addr | None) -> None:
+        self._laddr, self._lsa = addr, None
+
+    @property
+    def raddr(self) -> Addr | None:
+        """The remote address, once known."""
+        if self._rsa is not None:
+            self._raddr, self._rsa = self.addr_of(self._rsa), None
+        return self._raddr
+
+    @raddr.setter
+    def raddr(self, addr: Addr | None) -> None:
+        self._raddr, self._rsa = addr, None
+
+    def set_sockaddrs(self, lsa: Any, rsa: Any) -> None:
+        """Record socket-module addresses, turned into Addr objects when first read."""
+        self._laddr = self._raddr = None
+        self._lsa, self._rsa = lsa, rsa
 
     def ctrl_network(self) -> str:
         """The network named to ``control``: "tcp4"/"tcp6"/"udp4"/..., or the Unix one."""
@@ -216,6 +247,18 @@ class NetFD:
         finally:
             self.fd.decref()
 
+    def setsockopts(self, options: Iterable[tuple[int, int, int]]) -> None:
+        """Several integer setsockopts under one reference; errors tagged "setsockopt"."""
+        self.fd.incref()
+        try:
+            setsockopt = self.sock.setsockopt
+            for level, opt, value in options:
+                setsockopt(level, opt, value)
+        except OSError as exc:
+            raise with_syscall(exc, "setsockopt") from None
+        finally:
+            self.fd.decref()
+
     def set_no_delay(self, on: bool) -> None:
         """TCP_NODELAY (Go's ``setNoDelay``)."""
         self.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, int(on))
@@ -230,25 +273,41 @@ class NetFD:
         Go's ``setKeepAlivePeriod``: TCP_KEEPIDLE (macOS: TCP_KEEPALIVE) and
         TCP_KEEPINTVL where the platform has them; 0 is Go's default of 15 s.
         """
-        secs = max(1, math.ceil(seconds or DEFAULT_TCP_KEEPALIVE))
-        idle = getattr(_socket, "TCP_KEEPIDLE", None)
-        if idle is None:  # macOS names the idle time TCP_KEEPALIVE
-            idle = getattr(_socket, "TCP_KEEPALIVE", None)
-        if idle is not None:
-            self.setsockopt(_socket.IPPROTO_TCP, idle, secs)
-        intvl = getattr(_socket, "TCP_KEEPINTVL", None)
-        if intvl is not None:
-            self.setsockopt(_socket.IPPROTO_TCP, intvl, secs)
+        self.setsockopts(keep_alive_period_options(seconds))
 
     def apply_keep_alive(self, keep_alive: float) -> None:
         """Go's keep-alive policy: 0 = 15 s default, negative = leave off."""
         if keep_alive < 0:
             return
         try:
-            self.set_keep_alive(True)
-            self.set_keep_alive_period(keep_alive or DEFAULT_TCP_KEEPALIVE)
+            self.setsockopts(
+                (
+                    (_socket.SOL_SOCKET, _socket.SO_KEEPALIVE, 1),
+                    *keep_alive_period_options(keep_alive or DEFAULT_TCP_KEEPALIVE),
+                )
+            )
         except OSError:
             pass  # Go ignores these errors too
+
+    def setup_accepted_tcp(self, keep_alive: float) -> None:
+        """What Go's TCP accept sets on a new conn, in one reference.
+
+        TCP_NODELAY, then the keep-alive policy of :meth:`apply_keep_alive`;
+        errors are ignored, as Go ignores them.
+        """
+        options: list[tuple[int, int, int]] = [(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)]
+        if keep_alive >= 0:
+            options.append((_socket.SOL_SOCKET, _socket.SO_KEEPALIVE, 1))
+            options.extend(keep_alive_period_options(keep_alive or DEFAULT_TCP_KEEPALIVE))
+        try:
+            self.setsockopts(options)
+        except OSError:
+            # One option the platform refuses must not cost the others.
+            for option in options:
+                try:
+                    self.setsockopts((option,))
+                except OSError:
+                    pass
 
     # -- connect (Go's netFD.connect) ---------------------------------------
 
@@ -497,6 +556,27 @@ def _dial(
         nfd.laddr = laddr
 
 
+def _keep_alive_option_names() -> tuple[int | None, int | None]:
+    idle = getattr(_socket, "TCP_KEEPIDLE", None)
+    if idle is None:  # macOS names the idle time TCP_KEEPALIVE
+        idle = getattr(_socket, "TCP_KEEPALIVE", None)
+    return idle, getattr(_socket, "TCP_KEEPINTVL", None)
+
+
+_KEEPIDLE, _KEEPINTVL = _keep_alive_option_names()
+
+
+def keep_alive_period_options(seconds: float) -> list[tuple[int, int, int]]:
+    """The setsockopts of a keep-alive period: idle time and probe interval.
+
+    Go's ``setKeepAlivePeriod``: rounded up to whole seconds, TCP_KEEPIDLE
+    (macOS: TCP_KEEPALIVE) and TCP_KEEPINTVL where the platform has them; 0
+    is Go's default of 15 s.
+    """
+    secs = max(1, math.ceil(seconds or DEFAULT_TCP_KEEPALIVE))
+    return [(_socket.IPPROTO_TCP, opt, secs) for opt in (_KEEPIDLE, _KEEPINTVL) if opt is not None]
+
+
 def accept(lnfd: NetFD) -> NetFD:
     """Accept one connection on a listening NetFD (Go's ``netFD.accept``).
 
@@ -510,6 +590,9 @@ def accept(lnfd: NetFD) -> NetFD:
         close_socket(sock)
         raise
     lsa = nfd.getsockname()
+    if lnfd.family != _socket.AF_UNIX:
+        nfd.set_sockaddrs(lsa, sa)
+        return nfd
     nfd.laddr = nfd.addr_of(lsa)
     nfd.raddr = nfd.addr_of(sa)
     if isinstance(nfd.laddr, UnixAddr) and not nfd.laddr.name and lnfd.laddr is not None:
