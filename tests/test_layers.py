@@ -134,13 +134,23 @@ def test_core_never_imports_net_or_backends() -> None:
     assert not bad, bad
 
 
-def test_a_backend_imports_only_hookspecs_and_the_backend_bases() -> None:
-    allowed = {"netpoll.core.hookspecs", "netpoll.backends.base"}
+#: What a backend may import from netpoll: the contract, the wake channel, the bases.
+BACKEND_MAY_IMPORT = {"netpoll.core.hookspecs", "netpoll.core.wakefd", "netpoll.backends.base"}
+
+
+def test_a_backend_imports_only_hookspecs_wakefd_and_the_backend_bases() -> None:
     bad = [
         f"{m} imports {dep}"
         for m, deps in GRAPH.items()
         if _layer(m) == "backends"
         for dep in deps
-        if dep not in allowed
+        if dep not in BACKEND_MAY_IMPORT
     ]
     assert not bad, bad
+
+
+def test_the_core_modules_a_backend_may_import_are_leaves() -> None:
+    # So a backend reaching them reaches nothing else of the core.
+    core = sorted(m for m in BACKEND_MAY_IMPORT if _layer(m) == "core")
+    assert core == ["netpoll.core.hookspecs", "netpoll.core.wakefd"]
+    assert {m: GRAPH[m] for m in core} == {m: set() for m in core}
