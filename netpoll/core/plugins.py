@@ -14,10 +14,12 @@ leaves no cost behind once removed.
 Backend selection (Go has one poller per OS, chosen at build time) is a
 runtime choice here: ``NETPOLL_BACKEND`` (a name or a comma list tried in
 order), :func:`netpoll.use_backend`, or the best available backend by
-priority (epoll > kqueue > poll > select).  Third-party backends come from the
-``netpoll.backends`` entry-point group, and extra plugin modules from
-``NETPOLL_PLUGINS`` (a comma list of importable module names, like pytest's
-``PYTEST_PLUGINS``; child processes inherit it).
+priority (epoll > kqueue > poll > select).  Every backend, the built-in ones
+included, comes from the ``netpoll.backends`` entry-point group: netpoll's
+own ``pyproject.toml`` lists its four there, the way a third-party package
+lists its own, so the core names no backend module and imports none.  Extra
+plugin modules come from ``NETPOLL_PLUGINS`` (a comma list of importable
+module names, like pytest's ``PYTEST_PLUGINS``; child processes inherit it).
 """
 
 from __future__ import annotations
@@ -47,14 +49,6 @@ if TYPE_CHECKING:
 ENV_BACKEND = "NETPOLL_BACKEND"
 ENV_PLUGINS = "NETPOLL_PLUGINS"
 ENTRY_POINT_GROUP = "netpoll.backends"
-
-#: The modules holding the built-in backend plugins.
-BUILTIN_BACKENDS = (
-    "netpoll.backends.epoll",
-    "netpoll.backends.kqueue",
-    "netpoll.backends.poll",
-    "netpoll.backends.select",
-)
 
 
 class BackendError(ValueError):
@@ -241,15 +235,14 @@ class NetpollPluginManager(pluggy.PluginManager):
 # --------------------------------------------------------------------------
 
 
-def _load_plugins(pm: NetpollPluginManager) -> None:
-    """Register the built-in backends, the entry-point plugins and ``NETPOLL_PLUGINS``."""
-    for modname in BUILTIN_BACKENDS:
-        mod = importlib.import_module(modname)
-        if not pm.is_registered(mod):
-            pm.register(mod, name=modname)
-    # Third-party backends: entry points whose object is a plugin (module or
-    # instance) implementing netpoll_backends.
-    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+def _load_plugins(pm: NetpollPluginManager, group: str) -> None:
+    """Register the plugins of the entry-point ``group``, then those of ``NETPOLL_PLUGINS``."""
+    # Built-in and third-party backends alike: entry points whose object is a
+    # plugin (module or instance) implementing netpoll_backends, registered
+    # under the entry point's name.
+    pm.load_setuptools_entrypoints(group)
+    # The modules a user names (a dynamic import the layer test allows here
+    # only: these are the user's modules, not the package's).
     for modname in os.environ.get(ENV_PLUGINS, "").split(","):
         modname = modname.strip()
         if modname:
@@ -259,10 +252,17 @@ def _load_plugins(pm: NetpollPluginManager) -> None:
 
 
 class BackendRegistry:
-    """Lists the backends the registered plugins provide and probes them."""
+    """Lists the backends the registered plugins provide and probes them.
 
-    def __init__(self, pm: NetpollPluginManager) -> None:
+    On first use it registers the plugins of the ``entry_point_group`` (the
+    built-in backends among them) and of ``NETPOLL_PLUGINS`` with ``pm``.
+    """
+
+    def __init__(
+        self, pm: NetpollPluginManager, entry_point_group: str = ENTRY_POINT_GROUP
+    ) -> None:
         self._pm = pm
+        self._group = entry_point_group
         self._loaded = False
         self._lock = threading.Lock()
         self._probe_cache: dict[str, str | None] = {}
@@ -271,7 +271,7 @@ class BackendRegistry:
         """All known backends, best first (highest priority)."""
         with self._lock:
             if not self._loaded:
-                _load_plugins(self._pm)
+                _load_plugins(self._pm, self._group)
                 self._loaded = True
         found: dict[str, BackendSpec] = {}
         for answer in self._pm.hook.netpoll_backends(os_api=self._os_api):
@@ -314,6 +314,12 @@ class BackendRegistry:
         Raises :class:`BackendError` naming what is available here.
         """
         specs = self.specs()
+        if not specs:
+            raise BackendError(
+                f"netpoll: no backend plugin is registered: the {self._group!r} entry"
+                " points (netpoll's own backends among them) are not installed;"
+                " reinstall netpoll (pip install -e . in a checkout)"
+            )
         by_name = {s.name: s for s in specs}
         if choice is None:
             env = os.environ.get(ENV_BACKEND, "").strip()
