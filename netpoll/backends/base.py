@@ -27,8 +27,8 @@ module shares ``_PollLikeSelector`` between poll and epoll:
     a probe that tries the mechanism on a pipe, for ``BackendSpec.probe``.
 
 A subclass implements the ``_``-prefixed primitives each base names; the
-hook methods (``netpollopen`` ...) are the contract of
-:mod:`netpoll.core.hookspecs`.  Like every backend, this module imports
+hook methods (``netpollopen`` ...) are the contract,
+:class:`netpoll.core.hookspecs.Poller`.  Like every backend, this module imports
 nothing from netpoll but the core's two leaf modules a backend may use,
 :mod:`netpoll.core.hookspecs` and :mod:`netpoll.core.wakefd`.
 """
@@ -207,19 +207,19 @@ class PollerBase:
     # -- hooks --------------------------------------------------------------------
 
     def netpollopen(self, fd: int, token: object) -> None:
-        """See :func:`netpoll.core.hookspecs.netpollopen`; the two bases implement it."""
+        """See :meth:`netpoll.core.hookspecs.Poller.netpollopen`; the two bases implement it."""
         raise NotImplementedError
 
     def netpollclose(self, fd: int) -> None:
-        """See :func:`netpoll.core.hookspecs.netpollclose`; the two bases implement it."""
+        """See :meth:`netpoll.core.hookspecs.Poller.netpollclose`; the two bases implement it."""
         raise NotImplementedError
 
     def netpollarm(self, fd: int, mode: int) -> None:
-        """See :func:`netpoll.core.hookspecs.netpollarm`; the two bases implement it."""
+        """See :meth:`netpoll.core.hookspecs.Poller.netpollarm`; the two bases implement it."""
         raise NotImplementedError
 
     def netpoll(self, timeout: float | None) -> Sequence[tuple[object, int]]:
-        """See :func:`netpoll.core.hookspecs.netpoll`; the two bases implement it."""
+        """See :meth:`netpoll.core.hookspecs.Poller.netpoll`; the two bases implement it."""
         raise NotImplementedError
 
     def netpollinit(self) -> None:
@@ -473,7 +473,7 @@ def poll_modes(events: int) -> int:
 
 
 def wait_with_poll(fd: int, mode: int, wake_fd: int, timeout: float | None) -> int:
-    """:func:`~netpoll.core.hookspecs.netpollwait` on a throwaway ``select.poll``."""
+    """:meth:`~netpoll.core.hookspecs.Poller.netpollwait` on a throwaway ``select.poll``."""
     p = select.poll()
     if fd >= 0:
         p.register(fd, poll_mask(mode))

@@ -41,6 +41,7 @@ from netpoll.core.hookspecs import (
     BackendSpec,
     Poller,
     hookimpl,
+    poller_hook_function,
 )
 
 if TYPE_CHECKING:
@@ -122,64 +123,34 @@ def _closed_poller() -> RuntimeError:
     return RuntimeError("netpoll: this M's poller is closed")
 
 
-class PollerForwarder:
-    """The default poller plugin: each hook calls the instance's method (``trylast``).
+def _forwarder(name: str) -> Callable[..., object]:
+    """The core's ``trylast`` implementation of poller hook ``name``: call the method."""
+    body = f"if poller is None:\n        raise closed()\n    return poller.{name}({{args}})"
+    function = poller_hook_function(name, body, {"closed": _closed_poller})
+    return hookimpl(trylast=True)(function)
 
-    ``poller`` is what the core holds, None once an M's poller is closed:
-    then every hook raises :class:`RuntimeError`, which the core's callers on
-    shutdown paths expect.
+
+class PollerForwarder:
+    """The core's poller plugin: each poller hook calls the poller object's method.
+
+    Its implementations are ``trylast``, so a plugin's own implementation
+    or wrapper of a poller hook runs first.  One function per hook, made
+    from :class:`~netpoll.core.hookspecs.Poller` (see
+    :func:`~netpoll.core.hookspecs.poller_hook_function`), so the contract
+    is not restated here: ``name(poller, ...)`` returns ``poller.name(...)``,
+    or raises :class:`RuntimeError` when ``poller`` is None (an M's poller
+    once closed), which the core's callers on shutdown paths expect.  With
+    no other implementation, the syscall table holds these functions
+    themselves: a call costs what a hand-written forwarder costs.
     """
 
-    @hookimpl(trylast=True)
-    def netpollinit(self, poller: MaybePoller) -> None:
-        """Forward to ``poller.netpollinit()``."""
-        if poller is None:
-            raise _closed_poller()
-        poller.netpollinit()
+    _functions = {name: _forwarder(name) for name in POLLER_HOOKS}
 
-    @hookimpl(trylast=True)
-    def netpollopen(self, poller: MaybePoller, fd: int, token: object) -> None:
-        """Forward to ``poller.netpollopen()``."""
-        if poller is None:
-            raise _closed_poller()
-        poller.netpollopen(fd, token)
-
-    @hookimpl(trylast=True)
-    def netpollclose(self, poller: MaybePoller, fd: int) -> None:
-        """Forward to ``poller.netpollclose()``."""
-        if poller is None:
-            raise _closed_poller()
-        poller.netpollclose(fd)
-
-    @hookimpl(trylast=True)
-    def netpoll(self, poller: MaybePoller, timeout: float | None) -> Sequence[tuple[object, int]]:
-        """Forward to ``poller.netpoll()``."""
-        if poller is None:
-            raise _closed_poller()
-        return poller.netpoll(timeout)
-
-    @hookimpl(trylast=True)
-    def netpollbreak(self, poller: MaybePoller) -> None:
-        """Forward to ``poller.netpollbreak()``."""
-        if poller is None:
-            raise _closed_poller()
-        poller.netpollbreak()
-
-    @hookimpl(trylast=True)
-    def netpollarm(self, poller: MaybePoller, fd: int, mode: int) -> None:
-        """Forward to ``poller.netpollarm()``."""
-        if poller is None:
-            raise _closed_poller()
-        poller.netpollarm(fd, mode)
-
-    @hookimpl(trylast=True)
-    def netpollwait(
-        self, poller: MaybePoller, fd: int, mode: int, wake_fd: int, timeout: float | None
-    ) -> int:
-        """Forward to ``poller.netpollwait()``."""
-        if poller is None:
-            raise _closed_poller()
-        return poller.netpollwait(fd, mode, wake_fd, timeout)
+    def __init__(self) -> None:
+        # Plain functions as instance attributes: pluggy registers them as
+        # this plugin's hook implementations, and the table calls them as is.
+        for name, function in self._functions.items():
+            setattr(self, name, function)
 
 
 class NetpollPluginManager(pluggy.PluginManager):
