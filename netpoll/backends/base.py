@@ -82,11 +82,11 @@ class Wakeup(WakeFd):
         if self.pending:
             return
         self.pending = True
-        super().notify()
+        WakeFd.notify(self)  # not super(): this is on every cross-thread wakeup
 
     def drain(self) -> None:
         """Consume every pending notification, then clear :attr:`pending`."""
-        super().drain()
+        WakeFd.drain(self)
         self.pending = False
 
 
