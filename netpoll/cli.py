@@ -190,7 +190,7 @@ def format_info(info: dict[str, Any]) -> str:
             state = f"unavailable: {b['why_unavailable']}"
         lines.append(f"  {b['name']:<{width}}  {state}")
     if info["entry_points"]:
-        lines.append(f"third-party plugins ({ENTRY_POINT_GROUP} entry points):")
+        lines.append(f"backend plugins ({ENTRY_POINT_GROUP} entry points):")
         for ep in info["entry_points"]:
             dist = f"  [{ep['distribution']}]" if ep["distribution"] else ""
             lines.append(f"  {ep['name']} = {ep['value']}{dist}")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -30,29 +29,11 @@ import pytest
 
 import netpoll
 from tests.helpers import proc
+from tests.helpers.pyproject import entry_points_txt
 
 EXAMPLE = Path(__file__).resolve().parent / "example_backend"
 DIST = "netpoll-example-backend"
 MODULE = "netpoll_example_backend"
-
-
-def _entry_points_from_pyproject(pyproject: Path) -> str:
-    """The entry_points.txt body for the pyproject's entry-point tables."""
-    out: list[str] = []
-    group = None
-    for raw in pyproject.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        m = re.fullmatch(r'\[project\.entry-points\.(?:"([^"]+)"|([\w.-]+))\]', line)
-        if m:
-            group = m.group(1) or m.group(2)
-            out.append(f"[{group}]")
-            continue
-        if line.startswith("["):
-            group = None
-        elif group and "=" in line and not line.startswith("#"):
-            name, _, value = line.partition("=")
-            out.append(f"{name.strip()} = {value.strip().strip(chr(34))}")
-    return "\n".join(out) + "\n"
 
 
 def _install_by_hand(target: Path) -> None:
@@ -63,7 +44,7 @@ def _install_by_hand(target: Path) -> None:
         f"Metadata-Version: 2.1\nName: {DIST}\nVersion: 0.1.0\n", encoding="utf-8"
     )
     (info / "entry_points.txt").write_text(
-        _entry_points_from_pyproject(EXAMPLE / "pyproject.toml"), encoding="utf-8"
+        entry_points_txt(EXAMPLE / "pyproject.toml"), encoding="utf-8"
     )
 
 

@@ -6,8 +6,9 @@ bookkeeping in each.  Here they live once, the way CPython's ``selectors``
 module shares ``_PollLikeSelector`` between poll and epoll:
 
 :class:`Wakeup`
-    the channel that makes a blocked wait return (Go's ``netpollBreak``): an
-    ``eventfd`` where :func:`os.eventfd` exists, else a non-blocking pipe.
+    the channel that makes a blocked wait return (Go's ``netpollBreak``):
+    :class:`netpoll.core.wakefd.WakeFd` (an ``eventfd`` where
+    :func:`os.eventfd` exists, else a non-blocking pipe) with a pending flag.
 :class:`PollerBase`
     the lock, the fd -> token table, the closed flag, fork-safe
     :meth:`~PollerBase.shutdown`, ``netpollinit``/``netpollbreak``, the
@@ -26,9 +27,10 @@ module shares ``_PollLikeSelector`` between poll and epoll:
     a probe that tries the mechanism on a pipe, for ``BackendSpec.probe``.
 
 A subclass implements the ``_``-prefixed primitives each base names; the
-hook methods (``netpollopen`` ...) are the contract of
-:mod:`netpoll.core.hookspecs`.  Like every backend, this module imports
-nothing from netpoll but :mod:`netpoll.core.hookspecs`.
+hook methods (``netpollopen`` ...) are the contract,
+:class:`netpoll.core.hookspecs.Poller`.  Like every backend, this module imports
+nothing from netpoll but the core's two leaf modules a backend may use,
+:mod:`netpoll.core.hookspecs` and :mod:`netpoll.core.wakefd`.
 """
 
 from __future__ import annotations
@@ -49,30 +51,29 @@ from netpoll.core.hookspecs import (
     Poller,
     clamp_timeout,
 )
+from netpoll.core.wakefd import WakeFd
 
-_ONE = (1).to_bytes(8, "little")
 
+class Wakeup(WakeFd):
+    """A poller's wakeup: the process's one wake channel plus a pending flag.
 
-class Wakeup:
-    """An eventfd (or a non-blocking pipe) that interrupts a wait.
-
-    ``rfd`` is what the poller watches for reading, level-triggered, so a
-    missed drain makes the next wait return at once rather than sleep.
-    Notifications coalesce through :attr:`pending`, which only :meth:`drain`
-    clears, after reading (Go's ``netpollWakeSig`` order): a notify that finds
-    the flag still set is answered by the wait that is about to drain.  Not
-    thread-safe by itself: callers hold their poller's lock.
+    The channel (an eventfd, or a non-blocking pipe) is
+    :class:`netpoll.core.wakefd.WakeFd`; :attr:`rfd` is its read side under
+    the name the pollers use.  The poller watches it for reading,
+    level-triggered, so a missed drain makes the next wait return at once
+    rather than sleep.  Notifications coalesce through :attr:`pending`,
+    which only :meth:`drain` clears, after reading (Go's ``netpollWakeSig``
+    order): a notify that finds the flag still set is answered by the wait
+    that is about to drain.  Not thread-safe by itself: callers hold their
+    poller's lock.
     """
 
+    __slots__ = ("pending", "rfd")
+
     def __init__(self, *, use_eventfd: bool = True) -> None:
-        eventfd = getattr(os, "eventfd", None) if use_eventfd else None
-        if eventfd is not None:
-            fd: int = eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-            self.rfd = self.wfd = fd
-        else:
-            self.rfd, self.wfd = os.pipe()  # non-inheritable by default
-            os.set_blocking(self.rfd, False)
-            os.set_blocking(self.wfd, False)
+        super().__init__(use_eventfd=use_eventfd)
+        #: The descriptor to watch for reading (the channel's ``fd``).
+        self.rfd = self.fd
         #: True from a notify until the poller has drained it.
         self.pending = False
 
@@ -81,26 +82,12 @@ class Wakeup:
         if self.pending:
             return
         self.pending = True
-        try:
-            os.write(self.wfd, _ONE)
-        except BlockingIOError:
-            pass  # counter/pipe full: a wakeup is pending anyway
+        WakeFd.notify(self)  # not super(): this is on every cross-thread wakeup
 
     def drain(self) -> None:
         """Consume every pending notification, then clear :attr:`pending`."""
-        try:
-            while os.read(self.rfd, 512):
-                if self.rfd == self.wfd:
-                    break  # one read resets an eventfd counter
-        except BlockingIOError:
-            pass
+        WakeFd.drain(self)
         self.pending = False
-
-    def close(self) -> None:
-        """Close the descriptors."""
-        os.close(self.rfd)
-        if self.wfd != self.rfd:
-            os.close(self.wfd)
 
 
 class PollerBase:
@@ -220,19 +207,19 @@ class PollerBase:
     # -- hooks --------------------------------------------------------------------
 
     def netpollopen(self, fd: int, token: object) -> None:
-        """See :func:`netpoll.core.hookspecs.netpollopen`; the two bases implement it."""
+        """See :meth:`netpoll.core.hookspecs.Poller.netpollopen`; the two bases implement it."""
         raise NotImplementedError
 
     def netpollclose(self, fd: int) -> None:
-        """See :func:`netpoll.core.hookspecs.netpollclose`; the two bases implement it."""
+        """See :meth:`netpoll.core.hookspecs.Poller.netpollclose`; the two bases implement it."""
         raise NotImplementedError
 
     def netpollarm(self, fd: int, mode: int) -> None:
-        """See :func:`netpoll.core.hookspecs.netpollarm`; the two bases implement it."""
+        """See :meth:`netpoll.core.hookspecs.Poller.netpollarm`; the two bases implement it."""
         raise NotImplementedError
 
     def netpoll(self, timeout: float | None) -> Sequence[tuple[object, int]]:
-        """See :func:`netpoll.core.hookspecs.netpoll`; the two bases implement it."""
+        """See :meth:`netpoll.core.hookspecs.Poller.netpoll`; the two bases implement it."""
         raise NotImplementedError
 
     def netpollinit(self) -> None:
@@ -489,7 +476,7 @@ def poll_modes(events: int) -> int:
 
 
 def wait_with_poll(fd: int, mode: int, wake_fd: int, timeout: float | None) -> int:
-    """:func:`~netpoll.core.hookspecs.netpollwait` on a throwaway ``select.poll``.
+    """:meth:`~netpoll.core.hookspecs.Poller.netpollwait` on a throwaway ``select.poll``.
 
     A parked thread runs this for every wait, so the mask and mode
     conversions of :func:`poll_mask` and :func:`poll_modes` are spelled out.

@@ -40,13 +40,3 @@ class DeadlineExceededError(TimeoutError):
 
     def __str__(self) -> str:
         return str(self.strerror)
-
-
-class NotPollableError(OSError):
-    """The descriptor cannot be registered with the poller (Go's ``ErrNotPollable``)."""
-
-    def __init__(self, msg: str = "not pollable") -> None:
-        super().__init__(errno.EPERM, msg)
-
-    def __str__(self) -> str:
-        return str(self.strerror)

@@ -22,10 +22,12 @@ Three families live here:
   ``wrapper=True`` implementation: raising before ``yield`` fails the call
   without running it; after ``yield`` it sees the result (or the exception)
   and may return something else.
-* **Poller** (``netpollinit`` ... ``netpollwait``).  Each takes the poller
-  instance it acts on; the core's default implementation (``trylast``) calls
-  the method of the same name on it (:class:`Poller`).  The same
-  ``firstresult`` rule applies; a wrapper sees every M's calls.
+* **Poller** (``netpollinit`` ... ``netpollwait``).  :class:`Poller` is the
+  contract, the one page a backend author reads: one hook per method, taking
+  the poller object first.  The hook specifications are made from it (so are
+  the core's ``trylast`` implementations, which call the method), never
+  written out again.  The same ``firstresult`` rule applies; a wrapper sees
+  every M's calls.
 * **Backend registry** (``netpoll_backends``, ``netpoll_os_api``).  Every
   backend plugin answers ``netpoll_backends`` with :class:`BackendSpec`\ s;
   selection reads the collected list.  ``netpoll_os_api`` is the one
@@ -46,6 +48,7 @@ write readiness.  Timeouts of the poller hooks are in seconds.
 
 from __future__ import annotations
 
+import inspect
 import socket as _socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -67,7 +70,7 @@ MODE_R = 1
 MODE_W = 2
 #: Both directions; used for a combined read+write deadline.
 MODE_RW = MODE_R | MODE_W
-#: :func:`netpollwait` only: the wake descriptor is readable.
+#: :meth:`Poller.netpollwait` only: the wake descriptor is readable.
 MODE_WAKE = 4
 
 #: The longest a backend blocks in one wait, in seconds.  Kernels take
@@ -103,37 +106,140 @@ OSApi = Callable[[str], object | None]
 
 
 class Poller(Protocol):
-    """What a backend's poller instance is: one OS poller object of one M.
+    """The poller contract: what a backend's poller object must do, stated once.
 
-    ``BackendSpec.create()`` returns a fresh one; the core calls its methods
-    through the poller hooks of the same names (which hand it in as
-    ``poller``).  ``shutdown`` releases it and is safe to call twice and in
-    a forked child.
+    One poller object watches descriptors for one M (Go's
+    ``runtime/netpoll_epoll.go`` and friends, as an object):
+    ``BackendSpec.create()`` makes a fresh one per M, and the M calls it
+    through the *poller hooks*, one per method below (but :meth:`shutdown`),
+    named like the method and taking the object first (``netpoll(poller,
+    timeout)``).  The core's ``trylast`` implementation of each hook calls
+    the method, so a backend is just this class, and a wrapper plugin of a
+    hook sees the calls of every M.  All poller hooks are ``firstresult``,
+    like the syscall hooks.  :mod:`netpoll.backends.base` implements most of
+    it; ``tests/example_backend`` is a complete backend in one small file.
+
+    Modes are :data:`MODE_R`/:data:`MODE_W` bit flags; timeouts are seconds,
+    ``None`` to block.  Every implementation must also:
+
+    * **be thread-safe**: ``netpollopen``/``netpollclose``/``netpollarm``/
+      ``netpollbreak`` come from any thread while the owner is inside
+      :meth:`netpoll`;
+    * **wake the wait when it changes what the wait watches**: a wait blocked
+      in ``poll``/``select`` sees only the set it started with, so an arm
+      must wake it;
+    * **wake a wait that watches an fd being closed**: while ``poll(2)``/
+      ``select(2)`` is blocked on it the kernel holds the open file, so
+      closing the fd does not close the socket (the peer sees no EOF) until
+      the wait returns;
+    * **report hang-ups and errors as readiness** (both directions): the woken
+      operation retries its system call and sees EOF or the error itself;
+    * **drop events of fds closed meanwhile**: look the token up under the
+      lock after the wait; a missing one means the fd is gone.
     """
 
     def netpollinit(self) -> None:
-        """See :func:`netpollinit`."""
+        """Create the OS poller object and its wakeup channel.
+
+        Called once per poller object, by the M that owns it, before any
+        other method (Go's ``serverInit.Do``).
+        """
 
     def netpollopen(self, fd: int, token: object) -> None:
-        """See :func:`netpollopen`."""
+        """Watch ``fd`` for read and write readiness, once, until :meth:`netpollclose`.
+
+        Edge-triggered backends arm both directions now; level-triggered ones
+        only remember the fd until :meth:`netpollarm`.  ``token`` is opaque:
+        :meth:`netpoll` hands it back with each event of this fd.  Raising
+        :class:`OSError` (``EPERM`` for a regular file on epoll) means the fd
+        is not pollable and the caller falls back to blocking I/O.
+        """
 
     def netpollclose(self, fd: int) -> None:
-        """See :func:`netpollclose`."""
+        """Forget ``fd``; called before the descriptor itself is closed."""
 
     def netpoll(self, timeout: float | None) -> Sequence[tuple[object, int]]:
-        """See :func:`netpoll`."""
+        """Wait for readiness; return ``[(token, modes), ...]``, one entry per fd.
+
+        ``timeout`` is ``None`` to block, ``0`` to poll, or seconds to wait.
+        Called only by the M that owns the poller.  Returns an empty list on
+        timeout or when woken by :meth:`netpollbreak`; the wakeup itself is
+        never reported as an event, and the events of one fd are merged.  A
+        backend waits at most :data:`MAX_WAIT` (see :func:`clamp_timeout`):
+        an early empty return is a spurious wakeup, which every caller
+        tolerates.
+        """
 
     def netpollbreak(self) -> None:
-        """See :func:`netpollbreak`."""
+        """Make a :meth:`netpoll` blocked in another thread return.
+
+        Called when work for the owning M arrives from another thread (a G
+        made ready, an earlier timer) and on shutdown.  Safe from any thread;
+        extra calls may be coalesced.
+        """
 
     def netpollarm(self, fd: int, mode: int) -> None:
-        """See :func:`netpollarm`."""
+        """Level-triggered backends: watch ``fd`` for ``mode`` until it is reported once.
+
+        Go calls ``netpollarm`` on Solaris/AIX; here the poll and select
+        backends need it.  Called just before a waiter parks; the backend
+        reports the event once and then drops that interest again, so an fd
+        nobody waits on costs nothing.  Edge-triggered backends do nothing.
+        """
 
     def netpollwait(self, fd: int, mode: int, wake_fd: int, timeout: float | None) -> int:
-        """See :func:`netpollwait`."""
+        """Block the calling thread until ``fd`` is ready for ``mode``.
+
+        How a plain thread G parks (Go's "M blocked in a syscall"): it waits
+        in the kernel on its own descriptor plus its wake descriptor
+        ``wake_fd`` (readable when another thread wakes it: a close, a
+        deadline change), so no other thread has to poll for it.  ``wake_fd``
+        is ``-1`` when the thread has none; ``fd`` is ``-1`` to wait on
+        ``wake_fd`` alone.
+
+        Returns the ready modes of ``fd`` (:data:`MODE_R`/:data:`MODE_W`,
+        which may include the other direction or be a hang-up), plus
+        :data:`MODE_WAKE` when ``wake_fd`` is readable; ``0`` on timeout.
+        Never drains ``wake_fd``: its owner does.  Level-triggered, stateless
+        and safe from any number of threads at once; it is called on the
+        process's thread-wait poller object, which is never passed to
+        :meth:`netpoll`.
+        """
 
     def shutdown(self) -> None:
-        """Release the OS objects."""
+        """Release the OS objects; safe to call twice, and in a forked child.
+
+        Not a hook: the M that owns the poller calls it when it drops it.
+        """
+
+
+#: The poller hooks: every method of :class:`Poller` but ``shutdown``, in order.
+POLLER_HOOKS = tuple(
+    name
+    for name in Poller.__dict__
+    if name.startswith("netpoll") and callable(Poller.__dict__[name])
+)
+
+
+def poller_hook_function(name: str, body: str, namespace: dict[str, Any]) -> Callable[..., Any]:
+    """The function ``name(poller, <the parameters of Poller.name>)`` running ``body``.
+
+    ``body`` is one statement (it may span indented lines) in which
+    ``{args}`` stands for the parameters after ``poller``, comma-separated;
+    ``namespace`` holds the names it uses.  The parameters must be real ones,
+    not ``*args``: pluggy reads a hook function's parameter names from its
+    code.  This is how the poller hook specifications below and the core's
+    forwarding implementations (``netpoll.core.plugins.PollerForwarder``)
+    follow :class:`Poller` without restating it.
+    """
+    params = list(inspect.signature(getattr(Poller, name)).parameters)[1:]  # no self
+    args = ", ".join(params)
+    source = f"def {name}(poller{', ' if args else ''}{args}):\n    {body.format(args=args)}\n"
+    exec(compile(source, f"<poller hook {name}>", "exec"), namespace)
+    function: Callable[..., Any] = namespace.pop(name)
+    function.__doc__ = f"The ``{name}`` poller hook: :meth:`Poller.{name}` on ``poller``."
+    function.__module__ = __name__
+    return function
 
 
 @dataclass(frozen=True)
@@ -143,10 +249,10 @@ class BackendSpec:
     ``probe`` decides availability by trying the mechanism (create and close a
     poller object), not by looking for an attribute: it returns ``None`` when
     the backend works here, or a short reason why it does not.  ``create``
-    returns a fresh plugin object that implements the poller hooks; it is only
-    called after a successful probe.  ``priority`` orders the default choice
+    returns a fresh :class:`Poller` (one per M); it is only called after a
+    successful probe.  ``priority`` orders the default choice
     (higher wins).  ``edge_triggered`` is False for backends that need
-    :func:`netpollarm` before a waiter parks.
+    :meth:`Poller.netpollarm` before a waiter parks.
     """
 
     name: str
@@ -265,91 +371,14 @@ def sendto(sock: _socket.socket, data: ReadableBuffer, address: Address) -> int:
 
 # --------------------------------------------------------------------------
 # Poller (Go: runtime netpollinit/netpollopen/netpoll/netpollclose/
-# netpollBreak/netpollarm).  Every scheduler M owns a poller instance of the
-# selected backend (``BackendSpec.create()``); the hooks take that instance
-# as ``poller``.  The core's default plugin (trylast) forwards each hook to
-# the method of the same name on the instance (see :class:`Poller`), so a
-# backend is a class, and a wrapper plugin sees every M's calls.
+# netpollBreak/netpollarm): one hook per method of Poller, the poller first.
+# The contract is Poller's docstrings; these specifications only give pluggy
+# the names and parameters.
 # --------------------------------------------------------------------------
 
-
-@hookspec(firstresult=True)
-def netpollinit(poller: Poller) -> None:
-    """Create ``poller``'s OS object and its wakeup channel.
-
-    Called once per poller instance, by the M that owns it, before any other
-    poller hook on it (Go's ``serverInit.Do``).
-    """
-
-
-@hookspec(firstresult=True)
-def netpollopen(poller: Poller, fd: int, token: object) -> None:
-    """Register ``fd`` with ``poller`` for read and write readiness, once.
-
-    Edge-triggered backends arm both directions now; level-triggered ones only
-    remember the fd until :func:`netpollarm`.  ``token`` is opaque: the backend
-    hands it back from :func:`netpoll` with each event for this fd.  Raising
-    :class:`OSError` (``EPERM`` for a regular file on epoll) means the fd is not
-    pollable and the caller falls back to blocking I/O.
-    """
-
-
-@hookspec(firstresult=True)
-def netpollclose(poller: Poller, fd: int) -> None:
-    """Forget ``fd``; called before the descriptor itself is closed."""
-
-
-@hookspec(firstresult=True)
-def netpoll(poller: Poller, timeout: float | None) -> Sequence[tuple[object, int]]:  # type: ignore[empty-body]
-    """Wait for readiness; returns ``[(token, modes), ...]``.
-
-    ``timeout`` is ``None`` to block, ``0`` to poll, or seconds to wait.
-    Called only by the M that owns ``poller``.  Returns an empty list on
-    timeout or when woken by :func:`netpollbreak`; the wakeup itself is never
-    reported as an event.  Events for one fd are merged into one entry.  A
-    backend waits at most :data:`MAX_WAIT` (see :func:`clamp_timeout`): an
-    early empty return is a spurious wakeup, which every caller tolerates.
-    """
-
-
-@hookspec(firstresult=True)
-def netpollbreak(poller: Poller) -> None:
-    """Interrupt a :func:`netpoll` on ``poller`` blocked in another thread.
-
-    Called when work for the owning M arrives from another thread (a G made
-    ready, an earlier timer) and on shutdown.  Must be safe from any thread;
-    extra calls may be coalesced.
-    """
-
-
-@hookspec(firstresult=True)
-def netpollarm(poller: Poller, fd: int, mode: int) -> None:
-    """Ask a level-triggered backend to watch ``fd`` for ``mode``.
-
-    Go calls ``netpollarm`` on Solaris/AIX; here the poll and select backends
-    need it.  Called just before a waiter parks; the backend reports the event
-    once and then drops that interest again, so an fd nobody waits on costs
-    nothing.  Edge-triggered backends implement it as a no-op.
-    """
-
-
-@hookspec(firstresult=True)
-def netpollwait(poller: Poller, fd: int, mode: int, wake_fd: int, timeout: float | None) -> int:  # type: ignore[empty-body]
-    """Block the calling thread until ``fd`` is ready for ``mode``.
-
-    How a plain thread G parks (Go's "M blocked in a syscall"): it waits in
-    the kernel on its own descriptor plus its wake descriptor ``wake_fd``
-    (readable when another thread wakes it: a close, a deadline change), so
-    no other thread has to poll for it.  ``wake_fd`` is ``-1`` when the
-    thread has none; ``fd`` is ``-1`` to wait on ``wake_fd`` alone.
-
-    Returns the ready modes of ``fd`` (:data:`MODE_R`/:data:`MODE_W`, which
-    may include the other direction or be a hang-up), plus :data:`MODE_WAKE`
-    when ``wake_fd`` is readable; ``0`` on timeout.  Never drains
-    ``wake_fd``: its owner does.  Level-triggered, stateless and safe from any
-    number of threads at once; ``poller`` is the process's thread-wait
-    instance of the selected backend (never passed to :func:`netpoll`).
-    """
+for _name in POLLER_HOOKS:
+    globals()[_name] = hookspec(firstresult=True)(poller_hook_function(_name, "pass", {}))
+del _name
 
 
 # --------------------------------------------------------------------------
@@ -396,15 +425,4 @@ SYSCALL_HOOKS = (
     "write",
     "recvfrom",
     "sendto",
-)
-
-#: Poller hook names.
-POLLER_HOOKS = (
-    "netpollinit",
-    "netpollopen",
-    "netpollclose",
-    "netpoll",
-    "netpollbreak",
-    "netpollarm",
-    "netpollwait",
 )

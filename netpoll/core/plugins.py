@@ -14,10 +14,12 @@ leaves no cost behind once removed.
 Backend selection (Go has one poller per OS, chosen at build time) is a
 runtime choice here: ``NETPOLL_BACKEND`` (a name or a comma list tried in
 order), :func:`netpoll.use_backend`, or the best available backend by
-priority (epoll > kqueue > poll > select).  Third-party backends come from the
-``netpoll.backends`` entry-point group, and extra plugin modules from
-``NETPOLL_PLUGINS`` (a comma list of importable module names, like pytest's
-``PYTEST_PLUGINS``; child processes inherit it).
+priority (epoll > kqueue > poll > select).  Every backend, the built-in ones
+included, comes from the ``netpoll.backends`` entry-point group: netpoll's
+own ``pyproject.toml`` lists its four there, the way a third-party package
+lists its own, so the core names no backend module and imports none.  Extra
+plugin modules come from ``NETPOLL_PLUGINS`` (a comma list of importable
+module names, like pytest's ``PYTEST_PLUGINS``; child processes inherit it).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from netpoll.core.hookspecs import (
     BackendSpec,
     Poller,
     hookimpl,
+    poller_hook_function,
 )
 
 if TYPE_CHECKING:
@@ -47,14 +50,6 @@ if TYPE_CHECKING:
 ENV_BACKEND = "NETPOLL_BACKEND"
 ENV_PLUGINS = "NETPOLL_PLUGINS"
 ENTRY_POINT_GROUP = "netpoll.backends"
-
-#: The modules holding the built-in backend plugins.
-BUILTIN_BACKENDS = (
-    "netpoll.backends.epoll",
-    "netpoll.backends.kqueue",
-    "netpoll.backends.poll",
-    "netpoll.backends.select",
-)
 
 
 class BackendError(ValueError):
@@ -137,64 +132,34 @@ def _closed_poller() -> RuntimeError:
     return RuntimeError("netpoll: this M's poller is closed")
 
 
-class PollerForwarder:
-    """The default poller plugin: each hook calls the instance's method (``trylast``).
+def _forwarder(name: str) -> Callable[..., object]:
+    """The core's ``trylast`` implementation of poller hook ``name``: call the method."""
+    body = f"if poller is None:\n        raise closed()\n    return poller.{name}({{args}})"
+    function = poller_hook_function(name, body, {"closed": _closed_poller})
+    return hookimpl(trylast=True)(function)
 
-    ``poller`` is what the core holds, None once an M's poller is closed:
-    then every hook raises :class:`RuntimeError`, which the core's callers on
-    shutdown paths expect.
+
+class PollerForwarder:
+    """The core's poller plugin: each poller hook calls the poller object's method.
+
+    Its implementations are ``trylast``, so a plugin's own implementation
+    or wrapper of a poller hook runs first.  One function per hook, made
+    from :class:`~netpoll.core.hookspecs.Poller` (see
+    :func:`~netpoll.core.hookspecs.poller_hook_function`), so the contract
+    is not restated here: ``name(poller, ...)`` returns ``poller.name(...)``,
+    or raises :class:`RuntimeError` when ``poller`` is None (an M's poller
+    once closed), which the core's callers on shutdown paths expect.  With
+    no other implementation, the syscall table holds these functions
+    themselves: a call costs what a hand-written forwarder costs.
     """
 
-    @hookimpl(trylast=True)
-    def netpollinit(self, poller: MaybePoller) -> None:
-        """Forward to ``poller.netpollinit()``."""
-        if poller is None:
-            raise _closed_poller()
-        poller.netpollinit()
+    _functions = {name: _forwarder(name) for name in POLLER_HOOKS}
 
-    @hookimpl(trylast=True)
-    def netpollopen(self, poller: MaybePoller, fd: int, token: object) -> None:
-        """Forward to ``poller.netpollopen()``."""
-        if poller is None:
-            raise _closed_poller()
-        poller.netpollopen(fd, token)
-
-    @hookimpl(trylast=True)
-    def netpollclose(self, poller: MaybePoller, fd: int) -> None:
-        """Forward to ``poller.netpollclose()``."""
-        if poller is None:
-            raise _closed_poller()
-        poller.netpollclose(fd)
-
-    @hookimpl(trylast=True)
-    def netpoll(self, poller: MaybePoller, timeout: float | None) -> Sequence[tuple[object, int]]:
-        """Forward to ``poller.netpoll()``."""
-        if poller is None:
-            raise _closed_poller()
-        return poller.netpoll(timeout)
-
-    @hookimpl(trylast=True)
-    def netpollbreak(self, poller: MaybePoller) -> None:
-        """Forward to ``poller.netpollbreak()``."""
-        if poller is None:
-            raise _closed_poller()
-        poller.netpollbreak()
-
-    @hookimpl(trylast=True)
-    def netpollarm(self, poller: MaybePoller, fd: int, mode: int) -> None:
-        """Forward to ``poller.netpollarm()``."""
-        if poller is None:
-            raise _closed_poller()
-        poller.netpollarm(fd, mode)
-
-    @hookimpl(trylast=True)
-    def netpollwait(
-        self, poller: MaybePoller, fd: int, mode: int, wake_fd: int, timeout: float | None
-    ) -> int:
-        """Forward to ``poller.netpollwait()``."""
-        if poller is None:
-            raise _closed_poller()
-        return poller.netpollwait(fd, mode, wake_fd, timeout)
+    def __init__(self) -> None:
+        # Plain functions as instance attributes: pluggy registers them as
+        # this plugin's hook implementations, and the table calls them as is.
+        for name, function in self._functions.items():
+            setattr(self, name, function)
 
 
 class NetpollPluginManager(pluggy.PluginManager):
@@ -262,15 +227,14 @@ class NetpollPluginManager(pluggy.PluginManager):
 # --------------------------------------------------------------------------
 
 
-def _load_plugins(pm: NetpollPluginManager) -> None:
-    """Register the built-in backends, the entry-point plugins and ``NETPOLL_PLUGINS``."""
-    for modname in BUILTIN_BACKENDS:
-        mod = importlib.import_module(modname)
-        if not pm.is_registered(mod):
-            pm.register(mod, name=modname)
-    # Third-party backends: entry points whose object is a plugin (module or
-    # instance) implementing netpoll_backends.
-    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+def _load_plugins(pm: NetpollPluginManager, group: str) -> None:
+    """Register the plugins of the entry-point ``group``, then those of ``NETPOLL_PLUGINS``."""
+    # Built-in and third-party backends alike: entry points whose object is a
+    # plugin (module or instance) implementing netpoll_backends, registered
+    # under the entry point's name.
+    pm.load_setuptools_entrypoints(group)
+    # The modules a user names (a dynamic import the layer test allows here
+    # only: these are the user's modules, not the package's).
     for modname in os.environ.get(ENV_PLUGINS, "").split(","):
         modname = modname.strip()
         if modname:
@@ -280,10 +244,17 @@ def _load_plugins(pm: NetpollPluginManager) -> None:
 
 
 class BackendRegistry:
-    """Lists the backends the registered plugins provide and probes them."""
+    """Lists the backends the registered plugins provide and probes them.
 
-    def __init__(self, pm: NetpollPluginManager) -> None:
+    On first use it registers the plugins of the ``entry_point_group`` (the
+    built-in backends among them) and of ``NETPOLL_PLUGINS`` with ``pm``.
+    """
+
+    def __init__(
+        self, pm: NetpollPluginManager, entry_point_group: str = ENTRY_POINT_GROUP
+    ) -> None:
         self._pm = pm
+        self._group = entry_point_group
         self._loaded = False
         self._lock = threading.Lock()
         self._probe_cache: dict[str, str | None] = {}
@@ -292,7 +263,7 @@ class BackendRegistry:
         """All known backends, best first (highest priority)."""
         with self._lock:
             if not self._loaded:
-                _load_plugins(self._pm)
+                _load_plugins(self._pm, self._group)
                 self._loaded = True
         found: dict[str, BackendSpec] = {}
         for answer in self._pm.hook.netpoll_backends(os_api=self._os_api):
@@ -335,6 +306,12 @@ class BackendRegistry:
         Raises :class:`BackendError` naming what is available here.
         """
         specs = self.specs()
+        if not specs:
+            raise BackendError(
+                f"netpoll: no backend plugin is registered: the {self._group!r} entry"
+                " points (netpoll's own backends among them) are not installed;"
+                " reinstall netpoll (pip install -e . in a checkout)"
+            )
         by_name = {s.name: s for s in specs}
         if choice is None:
             env = os.environ.get(ENV_BACKEND, "").strip()

@@ -477,7 +477,7 @@ def current_goroutine() -> GreenletG | None:
 
 
 # --------------------------------------------------------------------------
-# Note: a one-shot event any G can wait on (Go's runtime note)
+# Waiter and Note: one parked G (Go's sudog), a one-shot event (Go's note)
 # --------------------------------------------------------------------------
 
 
@@ -489,12 +489,11 @@ class Waiter:
     park touches only that park's Waiter.
     """
 
-    __slots__ = ("done", "g", "value")
+    __slots__ = ("done", "g")
 
     def __init__(self, g: G) -> None:
         self.g = g
         self.done = False
-        self.value: Any = None
 
 
 class Note:

@@ -1,8 +1,10 @@
-"""WaitGroup and Mutex for any G kind (Go's ``sync.WaitGroup`` and ``sync.Mutex``).
+"""WaitGroup, Mutex and Cond for any G kind (Go's ``sync`` package).
 
-Both park through :mod:`netpoll.core.sched`, so a goroutine waiting on them
-lets its M run other goroutines, and goroutines and plain threads can share
-them.  (A ``threading.Lock`` held across a park would block the whole M.)
+:class:`WaitGroup`, :class:`Mutex` and :class:`Cond` mirror Go's
+``sync.WaitGroup``, ``sync.Mutex`` and ``sync.Cond``.  All three park through
+:mod:`netpoll.core.sched`, so a goroutine waiting on them lets its M run other
+goroutines, and goroutines and plain threads can share them.  (A
+``threading.Lock`` held across a park would block the whole M.)
 """
 
 from __future__ import annotations

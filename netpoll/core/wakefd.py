@@ -14,6 +14,12 @@ most a quarter of the soft limit is used for wake descriptors (re-read when
 reached, since servers raise the limit after start-up); a thread that gets
 none parks on a lock instead and is woken by a scheduler M's poller
 (:mod:`netpoll.core.sched`).
+
+:class:`WakeFd` is the process's only eventfd-or-pipe wake channel: the
+pollers' wakeup (Go's ``netpollBreak``) is the same channel with a pending
+flag on top (``netpoll.backends.base.Wakeup``).  This module imports nothing
+from netpoll, so a backend may import it without reaching into the core (the
+layer test checks both).
 """
 
 from __future__ import annotations
@@ -26,13 +32,22 @@ _ONE = (1).to_bytes(8, "little")
 
 
 class WakeFd:
-    """One wake channel: ``fd`` is polled for reading, :meth:`notify` makes it readable."""
+    """One wake channel: :attr:`fd` is polled for reading, :meth:`notify` makes it readable.
+
+    An ``eventfd`` (``fd`` and ``wfd`` are the same descriptor) where
+    :func:`os.eventfd` exists and ``use_eventfd`` is true, else a
+    non-blocking pipe (``fd`` its read end, ``wfd`` its write end).  The
+    descriptors are non-inheritable.  :meth:`notify` is safe from any thread
+    and never blocks or raises: a full channel is readable anyway, and one
+    closed by its owner has nobody left to wake.
+    """
 
     __slots__ = ("fd", "wfd")
 
-    def __init__(self) -> None:
-        if _eventfd is not None:
-            fd: int = _eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+    def __init__(self, *, use_eventfd: bool = True) -> None:
+        eventfd = _eventfd if use_eventfd else None
+        if eventfd is not None:
+            fd: int = eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
             self.fd = self.wfd = fd
         else:
             self.fd, self.wfd = os.pipe()  # non-inheritable by default
@@ -46,7 +61,7 @@ class WakeFd:
         except BlockingIOError:
             pass  # full: readable anyway
         except OSError:
-            pass  # closed by a thread that has ended: nobody to wake
+            pass  # closed by an owner that has gone: nobody to wake
 
     def drain(self) -> None:
         """Consume every pending notification."""

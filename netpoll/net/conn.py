@@ -15,7 +15,8 @@ For buffered or text I/O use :meth:`Conn.makefile`, not
 buffered read, CPython's buffered reader drops the bytes it had already
 taken from its buffer, and a later read goes on as if nothing was lost.
 ``makefile``, like :meth:`socket.socket.makefile`, refuses every read after
-a timeout instead.  ``close`` is idempotent, as for every
+a timeout instead (:mod:`netpoll.net.connfile`: the same files as the
+socket adapter's).  ``close`` is idempotent, as for every
 Python file object; any other operation on a closed conn raises
 :class:`~netpoll.net.errors.ErrClosed`, and a ``close`` from another thread
 wakes parked reads and writes, which raise ErrClosed too.
@@ -47,6 +48,7 @@ from netpoll.net.addr import (
     UDPAddr,
     UnixAddr,
 )
+from netpoll.net.connfile import ConnFile, make_file
 from netpoll.net.context import RELATIVE_DEADLINE_LIMIT, as_deadline
 from netpoll.net.errors import AddrError, NetError, OpError, op_error
 from netpoll.net.sock import NetFD, RawConn
@@ -342,107 +344,25 @@ class Conn(io.RawIOBase):
     ) -> Any:
         """A file object over the conn, like :meth:`socket.socket.makefile`.
 
-        ``mode`` is made of "r", "w" and "b" ("rb", "wb", "rwb"; without "b"
-        a text file).  ``buffering`` None or negative means
-        :data:`io.DEFAULT_BUFFER_SIZE`; 0 (binary only) gives the raw file.
-
-        Deadlines: once a read through the file times out, every later read
-        raises :class:`OSError` ("cannot read from timed out object"), as
-        socket files do.  A buffered read that times out has lost the bytes
-        it already took from the buffer (CPython's :mod:`io` drops them), so
-        going on would silently skip data; read the conn itself to resume
-        after a timeout.  Writes are not affected.
-
-        Closing the file does not close the conn; closing the conn makes
-        the file's operations fail with ErrClosed.
+        ``mode`` is made of "r", "w" and "b"; ``buffering`` 0 (binary only)
+        gives the raw file.  Once a read through the file times out (the
+        read deadline passed), every later read through it raises
+        :class:`OSError`: the buffered read may have dropped data.  Closing
+        the file does not close the conn; closing the conn makes the file's
+        operations fail with ErrClosed.  The same behaviour as the files of
+        :meth:`as_socket`'s adapter: see :mod:`netpoll.net.connfile`.
         """
-        if not set(mode) <= {"r", "w", "b"}:
-            raise ValueError(f"netpoll: makefile: invalid mode {mode!r} (only r, w, b allowed)")
-        writing = "w" in mode
-        reading = "r" in mode or not writing
-        binary = "b" in mode
-        raw = ConnFile(self, ("r" if reading else "") + ("w" if writing else ""))
-        if buffering is None or buffering < 0:
-            buffering = io.DEFAULT_BUFFER_SIZE
-        if buffering == 0:
-            if not binary:
-                raise ValueError("netpoll: makefile: unbuffered streams must be binary")
-            return raw
-        buffer: io.BufferedIOBase
-        if reading and writing:
-            buffer = io.BufferedRWPair(raw, raw, buffering)
-        elif reading:
-            buffer = io.BufferedReader(raw, buffering)
-        else:
-            buffer = io.BufferedWriter(raw, buffering)
-        if binary:
-            return buffer
-        return io.TextIOWrapper(buffer, encoding, errors, newline)
+
+        def raw(rawmode: str) -> ConnFile:
+            return ConnFile(rawmode, readinto=self.readinto, write=self.write, fileno=self.fileno)
+
+        return make_file(mode, buffering, encoding, errors, newline, raw)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return (
             f"<{type(self).__name__} {self._nfd.net} {self._nfd.laddr}->{self._nfd.raddr} {state}>"
         )
-
-
-class ConnFile(io.RawIOBase):
-    """The raw file under :meth:`Conn.makefile` (CPython's ``socket.SocketIO``).
-
-    Reads and writes go to the conn.  After a read timed out, reads are
-    refused: a buffered reader above may have dropped data (see
-    :meth:`Conn.makefile`).  Closing it leaves the conn open.
-    """
-
-    def __init__(self, conn: Conn, mode: str) -> None:
-        super().__init__()
-        self._conn = conn
-        self._reading = "r" in mode
-        self._writing = "w" in mode
-        self.mode = mode + "b"
-        self._timed_out = False
-
-    def readable(self) -> bool:
-        """True for a file opened for reading."""
-        return self._reading
-
-    def writable(self) -> bool:
-        """True for a file opened for writing."""
-        return self._writing
-
-    def readinto(self, buffer: Any) -> int:
-        """Read into ``buffer`` from the conn; refused once a read timed out."""
-        if self.closed:
-            raise ValueError("I/O operation on closed file.")
-        if not self._reading:
-            raise io.UnsupportedOperation("netpoll: file not open for reading")
-        if self._timed_out:
-            raise OSError(
-                "netpoll: cannot read from timed out object: a buffered read may have "
-                "dropped data when the read deadline passed; read the conn itself to go on"
-            )
-        try:
-            return self._conn.readinto(buffer)
-        except TimeoutError:
-            self._timed_out = True
-            raise
-
-    def write(self, b: Any) -> int:
-        """Write all of ``b`` to the conn."""
-        if self.closed:
-            raise ValueError("I/O operation on closed file.")
-        if not self._writing:
-            raise io.UnsupportedOperation("netpoll: file not open for writing")
-        return self._conn.write(b)
-
-    def fileno(self) -> int:
-        """The conn's descriptor."""
-        return self._conn.fileno()
-
-    @property
-    def name(self) -> int:
-        """The descriptor, as for socket files."""
-        return self.fileno()
 
 
 class _ShutdownMixin(Conn):

@@ -213,11 +213,6 @@ class NetFD:
             return None
         return sockaddr_to_addr(self.net, sa)
 
-    def set_addrs(self, laddr: Any, raddr: Any) -> None:
-        """Record the local and remote socket-module addresses."""
-        self.laddr = self.addr_of(laddr)
-        self.raddr = self.addr_of(raddr)
-
     def close(self) -> None:
         """Close the FD (wakes parked operations; returns after the OS close)."""
         self.fd.close()

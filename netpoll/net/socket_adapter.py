@@ -20,8 +20,10 @@ How socket semantics map:
 * ``setblocking(False)`` / ``settimeout(0)``: each call tries the system call
   once and raises :class:`BlockingIOError` on ``EAGAIN`` (plain conns only:
   over TLS non-blocking mode raises :class:`ValueError`);
-* ``makefile`` returns the stdlib's :class:`socket.SocketIO` over the adapter,
-  and ``close`` waits for those files to be closed too, like a socket.
+* ``makefile`` returns the same files as ``Conn.makefile``
+  (:mod:`netpoll.net.connfile`: reads refused after a timeout, as socket
+  files do) over the adapter, and ``close`` waits for those files to be
+  closed too, like a socket.
 
 What it does not do: ``recv``/``send`` flags other than 0, ``sendmsg``/
 ``recvmsg`` (use ``conn.syscall_conn().read/write`` for those), ``dup``,
@@ -35,7 +37,6 @@ its own blocking I/O, outside netpoll; for TLS on netpoll's parking I/O use
 from __future__ import annotations
 
 import errno
-import io
 import os
 import socket as _socket
 import threading
@@ -43,6 +44,7 @@ import time
 from typing import Any
 
 from netpoll.net.addr import TCPAddr, UnixAddr, join_host_port
+from netpoll.net.connfile import ConnFile, make_file
 
 __all__ = ["ConnSocket", "address_text"]
 
@@ -221,37 +223,30 @@ class ConnSocket:
         errors: str | None = None,
         newline: str | None = None,
     ) -> Any:
-        """A file object over the adapter, as :meth:`socket.socket.makefile` makes."""
-        if not set(mode) <= {"r", "w", "b"}:
-            raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")
-        writing = "w" in mode
-        reading = "r" in mode or not writing
-        rawmode = ("r" if reading else "") + ("w" if writing else "")
-        raw = _socket.SocketIO(self, rawmode)  # type: ignore[arg-type]
-        self._io_refs += 1
-        if buffering is None:
-            buffering = -1
-        if buffering < 0:
-            buffering = io.DEFAULT_BUFFER_SIZE
-        if buffering == 0:
-            if "b" not in mode:
-                raise ValueError("unbuffered streams must be binary")
-            return raw
-        buffer: Any
-        if reading and writing:
-            buffer = io.BufferedRWPair(raw, raw, buffering)
-        elif reading:
-            buffer = io.BufferedReader(raw, buffering)
-        else:
-            buffer = io.BufferedWriter(raw, buffering)
-        if "b" in mode:
-            return buffer
-        text = io.TextIOWrapper(buffer, encoding, errors, newline)
-        text.mode = mode  # type: ignore[misc]
-        return text
+        """A file object over the adapter, as :meth:`socket.socket.makefile` makes.
+
+        The same file as :meth:`netpoll.net.conn.Conn.makefile`'s (see
+        :mod:`netpoll.net.connfile`), over this adapter's ``recv_into`` and
+        ``send``: once a read times out (the ``settimeout`` limit or the
+        conn's deadline), later reads through the file are refused; in
+        non-blocking mode a read or write that would block returns None.
+        The adapter closes the conn once it and every such file are closed.
+        """
+
+        def raw(rawmode: str) -> ConnFile:
+            self._io_refs += 1
+            return ConnFile(
+                rawmode,
+                readinto=self.recv_into,
+                write=self.send,
+                fileno=self.fileno,
+                on_close=self._decref_socketios,
+            )
+
+        return make_file(mode, buffering, encoding, errors, newline, raw)
 
     def _decref_socketios(self) -> None:
-        # Called by SocketIO.close (the stdlib's protocol with socket.socket).
+        # Called when a makefile() file closes (the stdlib's name for it).
         if self._io_refs > 0:
             self._io_refs -= 1
         if self._closed and self._io_refs <= 0:

@@ -9,6 +9,7 @@ and the only way.
 
 from __future__ import annotations
 
+import importlib
 import select
 from typing import Any
 
@@ -17,10 +18,42 @@ import pytest
 
 from netpoll.backends.kqueue import KqueuePoller
 from netpoll.core.hookspecs import BackendSpec, hookimpl
-from netpoll.core.plugins import ENV_PLUGINS, BackendError, BackendRegistry, NetpollPluginManager
+from netpoll.core.plugins import (
+    ENV_BACKEND,
+    ENV_PLUGINS,
+    BackendError,
+    BackendRegistry,
+    NetpollPluginManager,
+)
 from tests.helpers.backends import HAVE_REAL_KQUEUE, IS_LINUX, emulation, make_registry, spec_named
 
 needs_no_real_kqueue = pytest.mark.skipif(HAVE_REAL_KQUEUE, reason="the real kqueue is here")
+
+
+def test_the_built_in_backends_are_entry_point_plugins() -> None:
+    """Registered from netpoll's own ``netpoll.backends`` entry points, like a third party's."""
+    pm, registry = make_registry(emulate_kqueue=True)
+    assert {"epoll", "kqueue", "poll", "select"} <= {s.name for s in registry.specs()}
+    dists = {id(plugin): dist.project_name for plugin, dist in pm.list_plugin_distinfo()}
+    for name in ("epoll", "kqueue", "poll", "select"):
+        plugin = pm.get_plugin(name)  # registered under the entry point's name
+        assert plugin is importlib.import_module(f"netpoll.backends.{name}")
+        assert dists[id(plugin)] == "netpoll"
+
+
+@pytest.mark.parametrize("choice", [None, "poll"])
+def test_no_entry_points_no_backends_and_an_error_that_says_so(
+    monkeypatch: pytest.MonkeyPatch, choice: str | None
+) -> None:
+    monkeypatch.delenv(ENV_PLUGINS, raising=False)
+    monkeypatch.delenv(ENV_BACKEND, raising=False)
+    registry = BackendRegistry(NetpollPluginManager(), entry_point_group="netpoll.no-such-group")
+    assert registry.specs() == []
+    assert registry.available() == []
+    with pytest.raises(BackendError, match="no backend plugin is registered") as ei:
+        registry.resolve(choice)
+    assert "'netpoll.no-such-group' entry points" in str(ei.value)
+    assert "reinstall netpoll" in str(ei.value)
 
 
 def test_listing_order_priorities_and_triggering() -> None:

@@ -29,7 +29,8 @@ def has_ipv6() -> bool:
     return supports_ipv6()
 
 
-def _is_open(fd: int) -> bool:
+def fd_is_open(fd: int) -> bool:
+    """True while ``fd`` is an open descriptor of this process."""
     try:
         os.fstat(fd)
     except OSError:
@@ -49,7 +50,7 @@ def open_fds() -> set[int]:
         listed = {int(x) for x in os.listdir("/proc/self/fd")}
     except FileNotFoundError:
         return set()
-    return {fd for fd in listed if _is_open(fd)} - runtime_fds()
+    return {fd for fd in listed if fd_is_open(fd)} - runtime_fds()
 
 
 def open_fd_count() -> int:
