@@ -21,8 +21,8 @@ import pytest
 import netpoll
 import netpoll.core.sched as sched
 from netpoll import Chan, GoroutineHogWarning, Mutex, WaitGroup
-from netpoll.core.runtime import runtime
 from netpoll.core.goroutine import g_of
+from netpoll.core.runtime import runtime
 from netpoll.core.sched import GreenletExit, current_g, current_goroutine
 
 JOIN = 10.0
