@@ -43,7 +43,12 @@ import time
 from _thread import allocate_lock
 from typing import Any
 
-from netpoll.core.errors import DeadlineExceededError, FileClosingError, NetClosingError
+from netpoll.core.errors import (
+    DeadlineExceededError,
+    FileClosingError,
+    NetClosingError,
+    PollRegistrationError,
+)
 from netpoll.core.hookspecs import MODE_R, MODE_W
 from netpoll.core.runtime import runtime
 from netpoll.core.sched import G, M, current_g, current_goroutine
@@ -274,7 +279,11 @@ class PollDesc:
         """Before a park with a poll M: registration, level-triggered arm, timer."""
         home = self.m
         if home is None or home.exited:
-            self._register_locked(m)
+            try:
+                self._register_locked(m)
+            except OSError as exc:
+                # Reported as a registration error, not as the operation's syscall.
+                raise PollRegistrationError(exc) from exc
             home = m
         if not home.edge_triggered:
             _table.netpollarm(home.poller, self.fd, mode)
