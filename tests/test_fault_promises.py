@@ -254,3 +254,72 @@ def test_listen_and_dial_report_a_failed_registration_bare_too(backend: str) -> 
         "listen tcp 127.0.0.1:0: cannot allocate memory",
         f"dial tcp {ln.addr()}: cannot allocate memory",
     ]
+
+
+# -- ConnSocket.recv under short reads and resets ----------------------------------
+
+
+@pytest.fixture
+def sock_pair(backend: str) -> Iterator[tuple[netpoll.ConnSocket, netpoll.Conn]]:
+    """(a ConnSocket client made by create_connection, the accepted server conn)."""
+    ln = netpoll.listen("tcp", "127.0.0.1:0")
+    try:
+        sock = netpoll.create_connection(("127.0.0.1", ln.addr().port), timeout=10)
+        s = ln.accept()
+    finally:
+        ln.close()
+    try:
+        yield sock, s
+    finally:
+        sock.close()
+        s.close()
+
+
+@pytest.mark.parametrize("who", ["thread", "goroutine"])
+@pytest.mark.parametrize("fault", ["short", "reset_after"])
+def test_conn_socket_recv_survives_a_limited_read_after_a_park(
+    faults: Faults, sock_pair: tuple[netpoll.ConnSocket, netpoll.Conn], who: str, fault: str
+) -> None:
+    """The first attempt meets EAGAIN (through the fault layer) and parks; the retry is limited.
+
+    The EAGAIN's traceback, a reference cycle through the plugin wrappers,
+    kept a view of recv's buffer alive, and recv's resize of that buffer
+    raised ``BufferError: Existing exports of data``.
+    """
+    sock, s = sock_pair
+    s.write(b"abcdefgh")
+    faults.eagain("read", times=1, where=on_fd(sock))
+    if fault == "short":
+        faults.short("read", 3, where=on_fd(sock))
+    else:
+        faults.reset_after(3, where=on_fd(sock))
+    out: list[Any] = []
+
+    def body() -> None:
+        for _ in range(2):
+            try:
+                out.append(sock.recv(100))
+            except Exception as exc:
+                out.append(exc)
+
+    waiter = _start(who, body)
+    waiter.join(JOIN)
+    assert out[0] == b"abc", out
+    if fault == "short":
+        assert out[1] == b"def", out
+    else:
+        assert isinstance(out[1], ConnectionResetError), out
+
+
+def test_conn_socket_recv_into_lets_the_caller_resize_its_buffer(
+    faults: Faults, sock_pair: tuple[netpoll.ConnSocket, netpoll.Conn]
+) -> None:
+    """A caller's own bytearray is free again once recv_into has returned."""
+    sock, s = sock_pair
+    s.write(b"0123456789")
+    faults.eagain("read", times=1, where=on_fd(sock))
+    faults.short("read", 4, where=on_fd(sock))
+    buf = bytearray(64)
+    n = sock.recv_into(buf)
+    del buf[n:]  # BufferError before the fix
+    assert bytes(buf) == b"0123"
