@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import netpoll
-from netpoll.testing import Faults, on_fd
+from netpoll.testing import Faults, Switch, on_fd
 from tests.helpers.net import conn_pair
 from tests.helpers.proc import run as run_child
 
@@ -133,7 +133,7 @@ def test_eagain_storm_on_a_thread_is_bounded_by_times(
 _THREADS_ONLY = """
 import json, threading, time, netpoll
 from netpoll.core import sched
-from netpoll.testing import Faults, on_fd
+from netpoll.testing import Faults, Switch, on_fd
 
 def fired_while_idle(kind):
     ln = netpoll.listen("tcp", "127.0.0.1:0")
@@ -323,3 +323,66 @@ def test_conn_socket_recv_into_lets_the_caller_resize_its_buffer(
     n = sock.recv_into(buf)
     del buf[n:]  # BufferError before the fix
     assert bytes(buf) == b"0123"
+
+
+# -- rule.seen means the same for every helper -------------------------------------
+
+
+def test_reset_after_seen_counts_calls_not_connections(
+    faults: Faults, pair: tuple[netpoll.Conn, netpoll.Conn]
+) -> None:
+    c, s = pair
+    rule = faults.reset_after(5, where=on_fd(s))
+    c.write(b"0123456789")
+    assert s.read(3) == b"012"
+    assert (rule.seen, rule.fired) == (1, 0)
+    assert s.read(100) == b"34"  # short at the boundary
+    for _ in range(2):
+        with pytest.raises(ConnectionResetError):
+            s.read(100)
+    assert (rule.seen, rule.fired, rule.connections) == (4, 2, 1)
+
+
+def test_chaos_and_spurious_seen_count_what_they_looked_at(
+    faults: Faults, pair: tuple[netpoll.Conn, netpoll.Conn]
+) -> None:
+    c, s = pair
+    chaos = faults.chaos(7, 0.0, kinds=("write",), where=on_fd(c))  # looks, never fires
+    for _ in range(3):
+        c.write(b"x")
+    assert (chaos.seen, chaos.fired) == (3, 0)
+    spurious = faults.spurious_wakeups(1.0, interval=0.002, where=on_fd(s))
+    netpoll.go(lambda: None).join(JOIN)  # an M polls (and a thread's wait is looked at below)
+    got = b""
+    while len(got) < 3:  # the three bytes, in one read or more
+        got += s.read(100)
+    assert got == b"xxx"
+    s.set_read_deadline(time.time() + 0.05)
+    with pytest.raises(TimeoutError):
+        s.read(100)  # an idle wait, with fake events: spurious retries, then the deadline
+    assert _wait_for(lambda: spurious.seen > 0)
+    assert spurious.seen >= spurious.fired
+
+
+# -- the Switch's Cost section: netpollwait is on demand too ------------------------
+
+
+def test_netpollwait_is_wrapped_only_while_a_filter_is_set(
+    pair: tuple[netpoll.Conn, netpoll.Conn],
+) -> None:
+    from netpoll.core.runtime import runtime
+
+    c, s = pair
+    table = runtime.table
+    waits: list[int] = []
+    with Switch() as sw:
+        assert not table.wrapped["netpollwait"]  # a thread's park goes straight to the OS
+        sw.set("netpollwait", lambda st: waits.append(st.fd))
+        assert table.wrapped["netpollwait"] and "netpollwait" in sw.wrapped_kinds()
+        t = _start("thread", lambda: waits.append(len(s.read(1))))
+        parked = _wait_for(lambda: s.fileno() in waits)  # its own wait was filtered
+        c.write(b"!")
+        t.join(JOIN)
+        sw.set("netpollwait", None)
+        assert not table.wrapped["netpollwait"]
+    assert parked and waits[-1] == 1

@@ -36,7 +36,9 @@ The same conventions hold for every helper:
     :attr:`Faults.log`, so ``rule.fired == len(faults.injections(rule))``.
     ``times`` caps ``fired`` (except for ``reset_after``, see above).
 ``rule.seen``
-    How many matching calls the rule looked at.
+    How many matching calls the rule looked at, whatever it did to them
+    (for ``reset_after`` too: every call on a targeted connection counts;
+    for ``spurious_wakeups`` the calls are the poller waits it looked at).
 ``faults.log``
     Structured :class:`Injection` records, in order: which rule, which call
     kind and fd, the ``action`` taken and its ``errno``/``value``.
@@ -557,8 +559,9 @@ class _ResetAfter(Rule):
     """Per connection: after ``nbytes`` read (or written), every call fails.
 
     ``times`` counts connections; ``fired`` the calls failed with the reset
-    error (every call on a reset connection); ``connections`` the
-    connections that were reset.
+    error (every call on a reset connection); ``seen`` every matching call
+    the rule looked at, as for every rule; ``connections`` the connections
+    that were reset.
     """
 
     watch = ("close",)
@@ -573,18 +576,23 @@ class _ResetAfter(Rule):
         self.err = err
         self._count: dict[int, int] = {}  # fd -> bytes so far, for targeted conns
         self._targets = 0
+        # Matching calls on connections not (yet) targeted: what ``after`` counts.
+        self._untargeted = 0
         #: Connections that reached ``nbytes`` and were reset.
         self.connections = 0
 
     def _target(self, st: Status) -> bool:
         fd = st.fd
         if fd in self._count:
+            with self._lock:
+                self.seen += 1  # every matching call counts, as for every rule
             return True
         if not self.active or (self.where is not None and not self.where(st)):
             return False
         with self._lock:
             self.seen += 1
-            if self.seen <= self.after:
+            self._untargeted += 1
+            if self._untargeted <= self.after:
                 return False
             if self.times is not None and self._targets >= self.times:
                 return False
@@ -677,6 +685,7 @@ class _Spurious(Rule):
         if self.where is not None and not self.where(st):
             return
         with self._lock:
+            self.seen += 1
             hit = self._rng.random() < self.rate
             if hit:
                 self.fired += 1
@@ -691,6 +700,7 @@ class _Spurious(Rule):
         extra = []
         where = self.where
         with self._lock:
+            self.seen += 1
             for _fd, token in _runtime().cache.registered():
                 if self._rng.random() < self.rate:
                     extra.append((token, MODE_RW))
@@ -748,6 +758,7 @@ class _Chaos(Rule):
             return None
         kind = st.kind
         with self._lock:
+            self.seen += 1
             n = self._calls.get(kind, 0)
             self._calls[kind] = n + 1
         rng = random.Random(f"{self.seed}:{kind}:{n}")
@@ -952,8 +963,9 @@ class Faults:
         Their reads (``kind="write"``: writes) deliver exactly ``nbytes``
         (short calls at the boundary), then fail with ``ECONNRESET`` (or
         ``err``) from then on.  Unlike the other helpers, ``times`` counts
-        *connections*; ``fired`` counts the calls that failed, as for every
-        rule, and ``rule.connections`` the connections that were reset.
+        *connections*; ``fired`` counts the calls that failed and ``seen``
+        the matching calls looked at, as for every rule, and
+        ``rule.connections`` the connections that were reset.
         """
         return self._add(_ResetAfter(kind, nbytes, err, times=times, where=where))
 
