@@ -11,18 +11,10 @@ syscalls as pluggy plugins.  See docs/design.md for the layers.
 from __future__ import annotations
 
 from netpoll.core.chan import Chan, ChanClosed, RecvCase, Selected, SendCase, select
+from netpoll.core.goroutine import Goroutine, GoroutineKilled, current_goroutine, go
 from netpoll.core.plugins import BackendError, NetpollPluginManager
 from netpoll.core.runtime import runtime as _runtime
-from netpoll.core.sched import (
-    GoroutineHogWarning,
-    GreenletG,
-    blocking,
-    current_goroutine,
-    go,
-    gosched,
-    run,
-    sleep,
-)
+from netpoll.core.sched import GoroutineHogWarning, blocking, gosched, run, sleep
 from netpoll.core.sync import Mutex, WaitGroup
 from netpoll.net import (
     Addr,
@@ -90,9 +82,6 @@ def plugin_manager() -> NetpollPluginManager:
     return _runtime.pm
 
 
-#: The handle :func:`go` returns (``join(timeout)``, ``done()``, ``name``).
-Goroutine = GreenletG
-
 __all__ = [
     "Addr",
     "AddrError",
@@ -108,6 +97,7 @@ __all__ = [
     "ErrClosed",
     "Goroutine",
     "GoroutineHogWarning",
+    "GoroutineKilled",
     "ListenConfig",
     "Listener",
     "Mutex",

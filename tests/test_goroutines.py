@@ -21,6 +21,7 @@ import pytest
 import netpoll
 import netpoll.core.sched as sched
 from netpoll import Chan, GoroutineHogWarning, Mutex, WaitGroup
+from netpoll.core.goroutine import g_of
 from netpoll.core.runtime import runtime
 from netpoll.core.sched import GreenletExit, current_g, current_goroutine
 
@@ -155,15 +156,15 @@ def test_go_from_thread_runs_on_a_background_m() -> None:
     def body() -> None:
         seen["ident"] = threading.get_ident()
         seen["thread"] = threading.current_thread().name
-        seen["g"] = current_goroutine()
+        seen["g"] = netpoll.current_goroutine()
 
     g = netpoll.go(body)
     assert g.join(JOIN)
     assert seen["ident"] != threading.get_ident()
     assert seen["thread"].startswith("netpoll-")
     assert seen["g"] is g
-    assert g.m in sched.all_ms()
-    assert seen["ident"] == g.m.ident
+    assert g_of(g).m in sched.all_ms()
+    assert seen["ident"] == g_of(g).m.ident
     assert current_goroutine() is None  # the test thread is not a goroutine
 
 
@@ -171,7 +172,7 @@ def test_go_from_thread_runs_on_a_background_m() -> None:
 def test_join_from_goroutine_parks_only_the_caller() -> None:
     ticker = Ticker()
     g = netpoll.go(netpoll.sleep, 0.1)
-    assert g.m is current_goroutine().m  # type: ignore[union-attr]  # same M (NETPOLL_PROCS=1)
+    assert g_of(g).m is current_goroutine().m  # type: ignore[union-attr]  # same M (NETPOLL_PROCS=1)
     assert g.join(JOIN)
     assert ticker.stop() >= 3  # the M ran the ticker while the main G waited
 
@@ -293,7 +294,7 @@ def test_run_end_finishes_goroutines_that_never_started() -> None:
     assert ran == []  # killed before it ran: its function never starts
     assert g.done()
     assert g.join(timeout=0.2), "join() of a G killed before it started never returns"
-    assert g not in g.m.gs
+    assert g_of(g) not in g_of(g).m.gs
 
 
 # -- sleep, timers, gosched -----------------------------------------------------------------
@@ -589,7 +590,7 @@ def test_procs_spreads_goroutines_over_two_ms(monkeypatch: pytest.MonkeyPatch) -
     assert len(started) == 2, started
     assert threading.get_ident() not in started
     assert all(a == b for a, b in idents), "a G moved to another M"
-    assert {g.m.ident for g in gs} == started
+    assert {g_of(g).m.ident for g in gs} == started
 
 
 @pytest.mark.usefixtures("two_background_ms")
@@ -624,7 +625,7 @@ def test_goroutine_woken_by_a_channel_from_another_m() -> None:
         ch.send(5)
 
     # A plain thread's go() lands on a background M, not on this run() M.
-    t = start_thread(lambda: other.append(netpoll.go(sender).m.ident))
+    t = start_thread(lambda: other.append(g_of(netpoll.go(sender)).m.ident))
     assert ch.recv(timeout=JOIN) == 5
     join_thread(t)
     assert other[0] == other[1] != threading.get_ident()

@@ -6,6 +6,7 @@ runs the same check where mypy is installed, plus a wrong use that must fail.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,30 @@ def test_wrong_network_type_is_caught(tmp_path: Path, monkeypatch: pytest.Monkey
     assert status == 1, out
     assert '"UnixConn" has no attribute "set_no_delay"' in out
     assert 'Revealed type is "netpoll.net.conn.TCPConn"' in out
+
+
+def test_wrong_goroutine_arguments_are_caught(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    bad = tmp_path / "bad_goroutine.py"
+    bad.write_text(
+        "import netpoll\n"
+        "def f(x: int) -> str:\n"
+        "    return str(x)\n"
+        'h = netpoll.go(f, "wrong")\n'
+        "netpoll.blocking(f, 1, 2)\n"
+        "netpoll.run(f)\n"
+        "reveal_type(netpoll.go(f, 1))\n"
+        "reveal_type(netpoll.go(f, 1).result())\n"
+    )
+    out, status = _mypy(str(bad))
+    assert status == 1, out
+    assert 'Argument 2 to "go" has incompatible type "str"; expected "int"' in out
+    assert 'Too many arguments for "blocking"' in out
+    assert 'Missing positional argument "x" in call to "run"' in out
+    # mypy versions differ in printing "builtins.str" or "str".
+    assert re.search(
+        r'Revealed type is "netpoll\.core\.goroutine\.Goroutine\[(builtins\.)?str\]"', out
+    )
+    assert re.search(r'Revealed type is "(builtins\.)?str"', out)

@@ -40,3 +40,24 @@ class DeadlineExceededError(TimeoutError):
 
     def __str__(self) -> str:
         return str(self.strerror)
+
+
+class PollRegistrationError(OSError):
+    """Registering the descriptor with a poller failed as a G first parked on it.
+
+    Go registers every descriptor when its FD is made (``pollDesc.init``) and
+    reports a failure there without a system call's name: ``accept tcp
+    127.0.0.1:80: cannot allocate memory``.  Here a descriptor made by a plain
+    thread is registered later, when a goroutine first parks on it; this
+    wrapper carries that failure up through the operation (accept, read,
+    write ...) so the net layer reports it the same bare way instead of
+    naming the operation's own system call.  ``err`` is the backend's error;
+    ``errno`` and ``strerror`` are its.
+    """
+
+    def __init__(self, err: OSError) -> None:
+        super().__init__(err.errno, err.strerror)
+        self.err = err
+
+    def __str__(self) -> str:
+        return str(self.strerror) if self.strerror else str(self.err)

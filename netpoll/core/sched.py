@@ -56,15 +56,22 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import greenlet
 
+from netpoll.core.errors import PollRegistrationError
 from netpoll.core.hookspecs import MODE_R, MODE_W, MODE_WAKE, Poller
 from netpoll.core.runtime import runtime
 from netpoll.core.wakefd import WakeFd, wake_fds
 
+if TYPE_CHECKING:
+    import weakref
+
+    from netpoll.core.goroutine import Goroutine
+
 T = TypeVar("T")
+P = ParamSpec("P")
 
 #: While the run queue is busy, poll (without blocking) every this many runs.
 POLL_EVERY_TICKS = 61
@@ -96,8 +103,8 @@ class GoroutineHogWarning(RuntimeWarning):
 class GreenletG(greenlet.greenlet):
     """A goroutine: a greenlet that runs on one M for its whole life.
 
-    Returned by :func:`go` as the handle: :meth:`join`, :meth:`done`,
-    :attr:`name`.
+    The runtime's object; users hold a :class:`netpoll.core.goroutine.Goroutine`
+    handle wrapping it (``netpoll.go`` returns one).
     """
 
     def __init__(
@@ -116,6 +123,13 @@ class GreenletG(greenlet.greenlet):
         self.kill_requested = False
         self.exception: BaseException | None = None
         self.value: Any = None
+        #: Set when GreenletExit ended the G (killed: no value, no exception).
+        self.killed = False
+        #: result()/exception() calls waiting now: their exception is not reported
+        #: (netpoll.core.goroutine documents the rule).
+        self.collectors = 0
+        #: Weak reference to the public handle (netpoll.core.goroutine.handle_of).
+        self.handle: weakref.ref[Goroutine[Any]] | None = None
         self._fn = fn
         self._args = args
         self._kwargs = kwargs
@@ -128,10 +142,10 @@ class GreenletG(greenlet.greenlet):
                 raise GreenletExit
             self.value = self._fn(*self._args, **self._kwargs)
         except GreenletExit:
-            pass  # killed at the end of run(): its finally blocks have run
+            self.killed = True  # killed at the end of run(): its finally blocks have run
         except BaseException as exc:
             self.exception = exc
-            if not self.m.is_main(self):
+            if not self.m.is_main(self) and not self.collectors:
                 report_exception(self, exc)
         finally:
             self._fn = self._args = self._kwargs = None  # type: ignore[assignment]
@@ -247,7 +261,11 @@ def arm_on(m: M, pd: Any, mode: int) -> None:
     """
     home = pd.m
     if home is None or home.exited:
-        m.register_pd(pd)
+        try:
+            m.register_pd(pd)
+        except OSError as exc:
+            # Reported as a registration error, not as the operation's syscall.
+            raise PollRegistrationError(exc) from exc
         home = m
     if not home.edge_triggered:
         _table.netpollarm(home.poller, pd.fd, mode)
@@ -1131,20 +1149,31 @@ def _report_hog(m: M, g: GreenletG, held: float) -> None:
 # --------------------------------------------------------------------------
 
 
-def _default_excepthook(g: GreenletG, exc: BaseException) -> None:
+def _default_excepthook(g: Goroutine[Any], exc: BaseException) -> None:
     print(f"Exception in goroutine {g.name}:", file=sys.stderr)
     traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
 
 
-#: Called with ``(g, exc)`` for an exception that escapes a goroutine (like
+#: Called with ``(handle, exc)`` for an exception that escapes a goroutine and
+#: that no ``result()``/``exception()`` call was waiting for (like
 #: :func:`threading.excepthook`); replace it to log elsewhere.
-excepthook: Callable[[GreenletG, BaseException], None] = _default_excepthook
+excepthook: Callable[[Goroutine[Any], BaseException], None] = _default_excepthook
+
+
+def _no_handle(g: GreenletG) -> Any:
+    return g
+
+
+#: Makes the handle :data:`excepthook` receives from a G.  Installed by
+#: :mod:`netpoll.core.goroutine` as it is imported (``netpoll`` imports it),
+#: since this module cannot import that one, which imports this one.
+make_handle: Callable[[GreenletG], Any] = _no_handle
 
 
 def report_exception(g: GreenletG, exc: BaseException) -> None:
     """Hand an unhandled goroutine exception to :data:`excepthook` (never raises)."""
     try:
-        excepthook(g, exc)
+        excepthook(make_handle(g), exc)
     except BaseException:
         pass
 
@@ -1155,7 +1184,9 @@ def report_exception(g: GreenletG, exc: BaseException) -> None:
 
 
 def go(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> GreenletG:
-    """Start ``fn(*args, **kwargs)`` as a goroutine and return its handle.
+    """Start ``fn(*args, **kwargs)`` as a goroutine and return its G.
+
+    The runtime's spawn; :func:`netpoll.go` wraps the G in its public handle.
 
     Inside a goroutine the new G runs on the same M (a G never changes
     threads) unless ``NETPOLL_PROCS`` asks for more Ms; from a plain thread
@@ -1170,7 +1201,7 @@ def go(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> GreenletG:
     return g
 
 
-def run(main: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+def run(main: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     """Make the calling thread an M, run ``main`` as a goroutine, return its value.
 
     When ``main`` returns (or raises, which ``run`` re-raises), goroutines
@@ -1245,17 +1276,17 @@ def _pool() -> ThreadPoolExecutor:
     return pool
 
 
-def blocking(fn: Callable[..., T], *args: Any) -> T:
+def blocking(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     """Run a call that would block the M in a bounded thread pool.
 
     For DNS lookups, regular-file I/O, C libraries: the goroutine parks while
     a pool thread (at most ``NETPOLL_BLOCKING_THREADS``, default 16) runs
-    ``fn(*args)``; its value is returned or its exception raised here.  From
-    a plain thread ``fn`` simply runs in the caller.
+    ``fn(*args, **kwargs)``; its value is returned or its exception raised
+    here.  From a plain thread ``fn`` simply runs in the caller.
     """
     g = current_goroutine()
     if g is None:
-        return fn(*args)
+        return fn(*args, **kwargs)
     w = Waiter(g)
     lock = threading.Lock()
 
@@ -1264,7 +1295,7 @@ def blocking(fn: Callable[..., T], *args: Any) -> T:
             w.done = True
         g.ready()
 
-    future = _pool().submit(fn, *args)
+    future = _pool().submit(fn, *args, **kwargs)
     future.add_done_callback(finished)
     try:
         while not w.done:

@@ -27,7 +27,7 @@ import socket as _socket
 import threading
 from typing import Any
 
-from netpoll.core.errors import DeadlineExceededError, NetClosingError
+from netpoll.core.errors import DeadlineExceededError, NetClosingError, PollRegistrationError
 
 
 def error_text(err: BaseException) -> str:
@@ -242,6 +242,8 @@ def op_error(
         return err
     if isinstance(err, SyscallError):
         syscall, err = err.syscall, err.err
+    elif isinstance(err, PollRegistrationError):
+        syscall, err = "", err.err  # Go reports a failed registration bare
     elif isinstance(err, _BARE):
         syscall = ""
     return op_error_class(err)(op, net, source, addr, err, syscall)
@@ -275,7 +277,7 @@ def with_syscall(err: OSError, name: str) -> OSError:
     Poll-layer errors (timeouts, closes) and the net layer's own errors are
     returned unchanged: Go reports them without a call's name.
     """
-    if isinstance(err, (*_BARE, SyscallError)):
+    if isinstance(err, (*_BARE, SyscallError, PollRegistrationError)):
         return err
     return SyscallError(name, err)
 

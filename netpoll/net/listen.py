@@ -6,9 +6,14 @@ Go's ``net/dial.go`` (``ListenConfig.Listen``, ``ListenConfig.ListenPacket``,
 and ``net/unixsock.go`` + ``unixsock_posix.go`` (``UnixListener``, which
 removes its socket file on close).
 
-One call does socket, options, bind, listen and poller registration; any
-failure closes the descriptor and raises an :class:`~netpoll.net.errors.OpError`
-such as ``listen tcp 127.0.0.1:80: bind: address already in use``.
+One call does socket, options, bind and listen, plus the poller registration
+when called from a goroutine (its M's poller).  From a plain thread nothing is
+registered yet: the thread's own waits poll the descriptor directly, and the
+descriptor is registered when a goroutine first parks on it (a failure then
+is reported by that operation, e.g. ``accept tcp 127.0.0.1:80: cannot
+allocate memory``).  Any failure closes the descriptor and raises an
+:class:`~netpoll.net.errors.OpError` such as ``listen tcp 127.0.0.1:80: bind:
+address already in use``.
 """
 
 from __future__ import annotations

@@ -153,7 +153,9 @@ class RawConn:
 class NetFD:
     """A socket plus what the net layer knows about it (Go's ``netFD``).
 
-    ``fd`` is the core :class:`FD` (registered with the poller), ``sock`` the
+    ``fd`` is the core :class:`FD` (registered with the poller of the
+    calling goroutine's M; made by a plain thread, it is registered when a
+    goroutine first parks on it), ``sock`` the
     socket object, ``net`` the network name the user gave, ``laddr``/``raddr``
     the addresses once known.
     """
@@ -161,7 +163,7 @@ class NetFD:
     __slots__ = ("_laddr", "_lsa", "_raddr", "_rsa", "family", "fd", "net", "sock", "sotype")
 
     def __init__(self, sock: _socket.socket, family: int, sotype: int, net: str) -> None:
-        # Registers with the poller; on OSError the caller still owns sock.
+        # Registers with the poller (in a goroutine); on OSError the caller still owns sock.
         self.fd = FD(sock)
         self.sock = sock
         self.family = family
@@ -438,7 +440,7 @@ def close_socket(sock: _socket.socket) -> None:
 
 
 def new_netfd(net: str, family: int, sotype: int, proto: int, ipv6only: bool) -> NetFD:
-    """socket + default options + poller registration; closes the socket on failure."""
+    """socket + default options + poller registration (in a goroutine); closes it on failure."""
     sock = sys_socket(family, sotype, proto)
     try:
         set_default_sockopts(sock, family, sotype, ipv6only)

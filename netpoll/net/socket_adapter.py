@@ -175,20 +175,34 @@ class ConnSocket:
         self._check()
         if flags:
             raise ValueError("netpoll: recv flags are not supported")
-        view = memoryview(buffer).cast("B")
-        if nbytes:
-            view = view[:nbytes]
-        if self._timeout == 0.0:
-            return int(self._nonblocking(lambda s, v: s.recv_into(v), view))
-        self._arm(True)
-        return int(self._conn.readinto(view) or 0)
+        raw = memoryview(buffer)
+        flat = raw.cast("B")
+        view = flat[:nbytes] if nbytes else flat
+        try:
+            if self._timeout == 0.0:
+                return int(self._nonblocking(lambda s, v: s.recv_into(v), view))
+            self._arm(True)
+            return int(self._conn.readinto(view) or 0)
+        finally:
+            # Our views of the caller's buffer end here, even where something
+            # still references them: the traceback of an EAGAIN that went
+            # through a plugin's read wrapper (a Switch, a fault rule) is a
+            # reference cycle that keeps the view until the next gc, and the
+            # caller could not resize its bytearray meanwhile (BufferError).
+            view.release()
+            flat.release()
+            raw.release()
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         """Read up to ``bufsize`` bytes; ``b""`` at EOF."""
         buf = bytearray(bufsize)
         n = self.recv_into(buf, bufsize, flags)
-        del buf[n:]
-        return bytes(buf)
+        if n == bufsize:
+            return bytes(buf)
+        # Copy the prefix instead of resizing ``buf``: a view a plugin kept of
+        # it would make the resize fail.
+        with memoryview(buf) as mv:
+            return mv[:n].tobytes()
 
     # -- writes -----------------------------------------------------------------------------
 

@@ -36,7 +36,9 @@ The same conventions hold for every helper:
     :attr:`Faults.log`, so ``rule.fired == len(faults.injections(rule))``.
     ``times`` caps ``fired`` (except for ``reset_after``, see above).
 ``rule.seen``
-    How many matching calls the rule looked at.
+    How many matching calls the rule looked at, whatever it did to them
+    (for ``reset_after`` too: every call on a targeted connection counts;
+    for ``spurious_wakeups`` the calls are the poller waits it looked at).
 ``faults.log``
     Structured :class:`Injection` records, in order: which rule, which call
     kind and fd, the ``action`` taken and its ``errno``/``value``.
@@ -63,8 +65,11 @@ The fault kinds and how they are realised:
 ``delay``          sleep before the syscall (a slow connect, a slow close...).
 ``short``          the syscall sees at most ``max_bytes`` of the buffer.
 ``eagain``         the call reports ``EAGAIN`` without running, and (``wake``)
-                   a readiness event is then posted through the poller hook,
-                   so the parked operation retries: an EAGAIN storm.  With
+                   a readiness event is then posted to the caller's wait, so
+                   the parked operation retries: an EAGAIN storm.  A
+                   goroutine gets it through its M's ``netpoll``, a plain
+                   thread (parked in the kernel on its own fd, where no M
+                   looks) through its own ``netpollwait``.  With
                    ``wake=False`` nothing wakes it: a lost wakeup, which only
                    the deadline (or new data) ends.
 ``blackhole_connect``  connect reports ``EINPROGRESS`` without connecting;
@@ -92,6 +97,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from netpoll.core.hookspecs import MODE_R, MODE_RW, MODE_W
+from netpoll.core.sched import current_g as _current_g
 from netpoll.core.sched import sleep as _park_or_sleep
 from netpoll.testing.switch import IO_KINDS, AfterFilter, Status, Switch
 
@@ -472,7 +478,9 @@ class _Eagain(Rule):
                     f"netpoll: eagain applies to read/write/accept/recvfrom/sendto, not {k!r}"
                 )
         self.wake = wake
-        self.watch = ("netpoll",) if wake else ()
+        # netpoll: an M delivers the wakeup; netpollwait: a thread parked in
+        # the kernel gets it in its own wait (Faults._post_ready).
+        self.watch = ("netpoll", "netpollwait") if wake else ()
 
     def before(self, st: Status) -> AfterFilter | None:
         if not self._claim(st):
@@ -551,8 +559,9 @@ class _ResetAfter(Rule):
     """Per connection: after ``nbytes`` read (or written), every call fails.
 
     ``times`` counts connections; ``fired`` the calls failed with the reset
-    error (every call on a reset connection); ``connections`` the
-    connections that were reset.
+    error (every call on a reset connection); ``seen`` every matching call
+    the rule looked at, as for every rule; ``connections`` the connections
+    that were reset.
     """
 
     watch = ("close",)
@@ -567,18 +576,23 @@ class _ResetAfter(Rule):
         self.err = err
         self._count: dict[int, int] = {}  # fd -> bytes so far, for targeted conns
         self._targets = 0
+        # Matching calls on connections not (yet) targeted: what ``after`` counts.
+        self._untargeted = 0
         #: Connections that reached ``nbytes`` and were reset.
         self.connections = 0
 
     def _target(self, st: Status) -> bool:
         fd = st.fd
         if fd in self._count:
+            with self._lock:
+                self.seen += 1  # every matching call counts, as for every rule
             return True
         if not self.active or (self.where is not None and not self.where(st)):
             return False
         with self._lock:
             self.seen += 1
-            if self.seen <= self.after:
+            self._untargeted += 1
+            if self._untargeted <= self.after:
                 return False
             if self.times is not None and self._targets >= self.times:
                 return False
@@ -671,6 +685,7 @@ class _Spurious(Rule):
         if self.where is not None and not self.where(st):
             return
         with self._lock:
+            self.seen += 1
             hit = self._rng.random() < self.rate
             if hit:
                 self.fired += 1
@@ -685,6 +700,7 @@ class _Spurious(Rule):
         extra = []
         where = self.where
         with self._lock:
+            self.seen += 1
             for _fd, token in _runtime().cache.registered():
                 if self._rng.random() < self.rate:
                     extra.append((token, MODE_RW))
@@ -732,7 +748,7 @@ class _Chaos(Rule):
                     raise ValueError(f"netpoll: chaos action 'eagain' does not apply to {k!r}")
             self.actions[k] = acts
         if any("eagain" in a for a in self.actions.values()):
-            self.watch = ("netpoll",)
+            self.watch = ("netpoll", "netpollwait")
         self._calls: dict[str, int] = {}
         #: ``(kind, call index, action)`` of every injected fault, in order.
         self.log: list[tuple[str, int, str]] = []
@@ -742,6 +758,7 @@ class _Chaos(Rule):
             return None
         kind = st.kind
         with self._lock:
+            self.seen += 1
             n = self._calls.get(kind, 0)
             self._calls[kind] = n + 1
         rng = random.Random(f"{self.seed}:{kind}:{n}")
@@ -804,6 +821,9 @@ class Faults:
         # swapped whole, so the call path reads them without the lock.
         self._by_kind: dict[str, tuple[tuple[Rule, ...], tuple[Rule, ...]]] = {}
         self._pending: list[tuple[object, int]] = []
+        # (fd, thread ident) -> modes: wakeups for threads that park in the
+        # kernel on their own fd (no M polls it), delivered by their netpollwait.
+        self._thread_pending: dict[tuple[int, int], int] = {}
         #: Every call a rule changed, in order (see :class:`Injection`).
         self.log: list[Injection] = []
 
@@ -837,6 +857,8 @@ class Faults:
         """Remove every rule."""
         for rule in self.rules:
             self._remove(rule)
+        with self._lock:
+            self._thread_pending.clear()
 
     # -- declaring faults --------------------------------------------------------
 
@@ -902,8 +924,10 @@ class Faults:
         """Answer matching calls with EAGAIN without running them (``times``: how many).
 
         With ``wake`` (default) a readiness event for the descriptor is
-        posted through the poller hook, so the parked operation retries at
-        once: ``times=50`` is an EAGAIN storm.  ``wake=False`` is a lost
+        posted to the wait that follows, so the parked operation retries at
+        once, whether a goroutine (through its M's ``netpoll`` hook) or a
+        plain thread (through its own ``netpollwait``) waits:
+        ``times=50`` is an EAGAIN storm.  ``wake=False`` is a lost
         wakeup: the operation stays parked until real readiness, its
         deadline, or a close.
         """
@@ -939,8 +963,9 @@ class Faults:
         Their reads (``kind="write"``: writes) deliver exactly ``nbytes``
         (short calls at the boundary), then fail with ``ECONNRESET`` (or
         ``err``) from then on.  Unlike the other helpers, ``times`` counts
-        *connections*; ``fired`` counts the calls that failed, as for every
-        rule, and ``rule.connections`` the connections that were reset.
+        *connections*; ``fired`` counts the calls that failed and ``seen``
+        the matching calls looked at, as for every rule, and
+        ``rule.connections`` the connections that were reset.
         """
         return self._add(_ResetAfter(kind, nbytes, err, times=times, where=where))
 
@@ -1016,6 +1041,8 @@ class Faults:
     def _dispatcher(self, kind: str) -> Callable[[Status], AfterFilter | None]:
         if kind == "netpoll":
             return self._dispatch_netpoll
+        if kind == "netpollwait":
+            return self._dispatch_netpollwait
 
         def dispatch(st: Status) -> AfterFilter | None:
             return self._dispatch(kind, st)
@@ -1045,6 +1072,35 @@ class Faults:
             afters.append(a)
         return _combine(afters)
 
+    def _dispatch_netpollwait(self, st: Status) -> AfterFilter | None:
+        mode = 0
+        if self._thread_pending:
+            key = (st.fd, threading.get_ident())
+            want = int(st.args.get("mode") or 0)
+            with self._lock:
+                posted = self._thread_pending.get(key, 0)
+                mode = posted & want
+                if mode:
+                    if posted & ~mode:
+                        self._thread_pending[key] = posted & ~mode
+                    else:
+                        del self._thread_pending[key]
+        afters: list[AfterFilter] = []
+        if mode:
+            # The wait must return at once: poke the thread's own wake fd
+            # (the real wait reports it and drains it), then add the event.
+            _current_g().ready()
+
+            def deliver(st: Status) -> None:
+                if st.error is None:
+                    st.result = int(st.result or 0) | mode
+
+            afters.append(deliver)
+        a = self._dispatch("netpollwait", st)
+        if a is not None:
+            afters.append(a)
+        return _combine(afters)
+
     def _drain(self, st: Status) -> None:
         with self._lock:
             pending, self._pending = self._pending, []
@@ -1052,8 +1108,23 @@ class Faults:
             st.result = [*(st.result or ()), *pending]
 
     def _post_ready(self, fd: int, mode: int) -> None:
-        """Deliver a readiness event for ``fd`` through the poller hook."""
-        token = _runtime().cache.token_of(fd) if fd >= 0 else None
+        """Deliver a readiness event for ``fd`` to the caller that is about to park on it.
+
+        Called in the thread whose call got the EAGAIN.  A goroutine (or a
+        thread that parks on a lock) is woken by a scheduler M: the event is
+        added to the next ``netpoll`` result.  A plain thread waits in the
+        kernel on the fd itself, where no M looks: the event goes to its own
+        next ``netpollwait`` on that fd (:meth:`_dispatch_netpollwait`).
+        """
+        if fd < 0:
+            return
+        g = _current_g()
+        if g.poll_m is None:  # a thread with a wake fd: it parks in netpollwait
+            key = (fd, threading.get_ident())
+            with self._lock:
+                self._thread_pending[key] = self._thread_pending.get(key, 0) | mode
+            return
+        token = _runtime().cache.token_of(fd)
         if token is None:
             return
         with self._lock:

@@ -59,9 +59,10 @@ Cost
     registered while the Switch is installed: the statistics need them, and
     these calls are rare.  The hot-path hooks (``read``, ``write``,
     ``recvfrom``, ``sendto``) and the poller hooks (``netpollopen``,
-    ``netpoll``) get a wrapper only while a filter for them is set, so
-    reads and writes of a Switch without I/O filters still go straight to
-    the OS through the syscall table.  Uninstalling leaves nothing behind.
+    ``netpoll``, and ``netpollwait``, a parked plain thread's own wait) get
+    a wrapper only while a filter for them is set, so reads, writes and
+    waits of a Switch without such filters still go straight to the OS
+    through the syscall table.  Uninstalling leaves nothing behind.
 
 Thread safety
     Filters run in the calling thread (several at once); the tables are

@@ -82,3 +82,23 @@ def in_memory() -> tuple[netpoll.PipeConn, netpoll.PipeConn]:
 
 def lookups() -> tuple[list[str], int]:
     return netpoll.lookup_host("localhost"), netpoll.lookup_port("tcp", "http")
+
+
+def goroutines() -> int:
+    # go() and blocking() are typed with ParamSpec: arguments are checked
+    # against the function, and the handle carries its return type.
+    def add(a: int, b: int = 0) -> int:
+        return a + b
+
+    h = netpoll.go(add, 1, b=2)
+    assert_type(h, netpoll.Goroutine[int])
+    assert h.join(1.0)
+    exc = h.exception(timeout=1.0)
+    assert exc is None
+    total = h.result(timeout=1.0) + netpoll.blocking(add, 3, b=4)
+    assert_type(netpoll.run(add, 5), int)
+    # A wrong argument is an error; if mypy stopped seeing it, the now unused
+    # ignore would fail this check (--strict warns about unused ignores).
+    netpoll.go(add, "wrong")  # type: ignore[arg-type]
+    netpoll.blocking(add, 1, c=2)  # type: ignore[call-arg]
+    return total
