@@ -10,7 +10,8 @@ hot path needs it:
   write pays one call to lock and one to unlock, and ``FD`` inlines both;
 * everything else (the count of non-I/O references, ``closed``, the queues
   of readers and writers waiting for a lock, the destroy decision) sits
-  behind one small state lock and is touched only off the fast path.
+  behind a state lock, shared by every fdMutex, that only the slow paths
+  take, briefly and never nested.
 
 A second reader (or writer) queues as a :class:`~netpoll.core.sched.Waiter`
 and parks like any G (Go's ``runtime_Semacquire`` on ``rsema``/``wsema``): a
@@ -40,13 +41,18 @@ from _thread import allocate_lock
 from netpoll.core.sched import Waiter, current_g, park_waiter
 
 
+_STATE_LOCK = allocate_lock()
+
+
 class FDMutex:
     """The reference count and the read/write locks of one descriptor."""
 
     __slots__ = ("_destroyed", "closed", "refs", "rl", "rwait", "state_lock", "wl", "wwait")
 
     def __init__(self) -> None:
-        self.state_lock = allocate_lock()
+        #: One lock for every fdMutex's state: only the slow paths take it,
+        #: briefly and never nested, and an idle conn saves a lock.
+        self.state_lock = _STATE_LOCK
         #: Held by the one reader / the one writer (non-blocking acquire).
         self.rl = allocate_lock()
         self.wl = allocate_lock()

@@ -107,14 +107,36 @@ class GreenletG(greenlet.greenlet):
     handle wrapping it (``netpoll.go`` returns one).
     """
 
+    # Slots, not the instance dict: an idle goroutine per connection is
+    # what a server holds by the thousand.
+    __slots__ = (
+        "_args",
+        "_done",
+        "_finished",
+        "_fn",
+        "_gid",
+        "_kwargs",
+        "_qualname",
+        "collectors",
+        "exception",
+        "handle",
+        "hog_reported",
+        "ioready",
+        "kill_requested",
+        "killed",
+        "m",
+        "parkseq",
+        "value",
+        "woken",
+    )
+
     def __init__(
         self, m: M, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         super().__init__(parent=m.hub)
         self.m = m
-        #: The M whose poller and timers serve this G's parks.
-        self.poll_m: M | None = m
-        self.name = f"G{next(_gids)}:{getattr(fn, '__qualname__', repr(fn))}"
+        self._gid = next(_gids)
+        self._qualname: str = getattr(fn, "__qualname__", None) or repr(fn)
         self.ioready: bool = False
         self.woken = False
         self.parkseq = 0
@@ -133,7 +155,18 @@ class GreenletG(greenlet.greenlet):
         self._fn = fn
         self._args = args
         self._kwargs = kwargs
-        self._done = Note()
+        #: True once the function has left; the note exists only while
+        #: someone joins (both under _done_lock).
+        self._finished = False
+        self._done: Note | None = None
+
+    @property
+    def name(self) -> str:
+        """``G<n>:<function>``, as tracebacks and reports name the goroutine."""
+        return f"G{self._gid}:{self._qualname}"
+
+    #: A goroutine's wait is its M's poller, never the kernel on one fd.
+    waits_in_kernel = False
 
     def run(self) -> None:
         """The greenlet body: call the function, report what escapes it."""
@@ -150,7 +183,11 @@ class GreenletG(greenlet.greenlet):
         finally:
             self._fn = self._args = self._kwargs = None  # type: ignore[assignment]
             self.m.g_exited(self)
-            self._done.wakeup()
+            with _done_lock:
+                self._finished = True
+                note = self._done
+            if note is not None:
+                note.wakeup()
 
     # -- what park sites use -------------------------------------------------
 
@@ -164,9 +201,6 @@ class GreenletG(greenlet.greenlet):
 
     def poke(self) -> None:
         """Nothing to do: a goroutine's timers live on its M (see ThreadG.poke)."""
-
-    #: A goroutine's wait is its M's poller, never the kernel on one fd.
-    waits_in_kernel = False
 
     def park_io(self, pd: Any, mode: int) -> bool:
         """Sleep on ``pd`` until a notifier takes this G out (gopark + netpollblockcommit).
@@ -225,15 +259,23 @@ class GreenletG(greenlet.greenlet):
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until the G has finished; True if it has (False: timed out)."""
-        return self._done.wait(timeout)
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"netpoll: negative timeout {timeout}")
+        with _done_lock:
+            if self._finished:
+                return True
+            note = self._done
+            if note is None:
+                note = self._done = Note()
+        return note.wait(timeout)
 
     def done(self) -> bool:
         """True once the G has finished (returned, raised or was killed).
 
-        The same moment :meth:`join` returns: the note is set as the G's
-        function has left, a moment before the greenlet itself is dead.
+        The same moment :meth:`join` returns: set as the G's function has
+        left, a moment before the greenlet itself is dead.
         """
-        return self._done.is_set() or bool(self.dead)
+        return self._finished or bool(self.dead)
 
     def __repr__(self) -> str:
         state = "done" if self.dead else "running"
@@ -241,6 +283,8 @@ class GreenletG(greenlet.greenlet):
 
 
 _gids = itertools.count(1)
+#: Guards each G's finished flag and join note (a G's end and a join may race).
+_done_lock = threading.Lock()
 
 
 def _park_timeout(arg: tuple[GreenletG, int]) -> None:

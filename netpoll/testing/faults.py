@@ -1119,7 +1119,7 @@ class Faults:
         if fd < 0:
             return
         g = _current_g()
-        if g.poll_m is None:  # a thread with a wake fd: it parks in netpollwait
+        if g.waits_in_kernel:  # a thread with a wake fd: it parks in netpollwait
             key = (fd, threading.get_ident())
             with self._lock:
                 self._thread_pending[key] = self._thread_pending.get(key, 0) | mode
