@@ -40,7 +40,6 @@ from _thread import allocate_lock
 
 from netpoll.core.sched import Waiter, current_g, park_waiter
 
-
 _STATE_LOCK = allocate_lock()
 
 
