@@ -69,8 +69,13 @@ class Goroutine(Generic[T_co]):
     ``Goroutine[T]``: ``T`` is the type the goroutine's function returns.
     Handles are made by :func:`netpoll.go` and
     :func:`netpoll.current_goroutine`, not by users.  Two handles of the same
-    goroutine compare equal.  See the module docstring for when the
-    goroutine's exception counts as collected.
+    goroutine compare equal.
+
+    An exception that escapes the goroutine is reported (printed with the
+    goroutine's name by ``netpoll.core.sched.excepthook``) when the goroutine
+    ends, unless a :meth:`result` or :meth:`exception` call is waiting for
+    it at that moment: that caller collects it instead.  A later call still
+    gets it (after the report); ``join`` and ``done`` never collect.
     """
 
     __slots__ = ("__weakref__", "_g")
@@ -100,9 +105,10 @@ class Goroutine(Generic[T_co]):
     def result(self, timeout: float | None = None) -> T_co:
         """The goroutine's return value, waiting for it to finish.
 
-        Raises the goroutine's own exception if it raised one (collecting it:
-        see the module docstring), :class:`GoroutineKilled` if it was killed
-        first, and :class:`TimeoutError` if ``timeout`` seconds passed first.
+        Raises the goroutine's own exception if it raised one (collected,
+        not reported, when this call was already waiting as the goroutine
+        ended), :class:`GoroutineKilled` if it was killed first, and
+        :class:`TimeoutError` if ``timeout`` seconds passed first.
         """
         g = self._g
         self._collect(timeout)
@@ -117,9 +123,10 @@ class Goroutine(Generic[T_co]):
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """The exception the goroutine raised (None if it returned), waiting for it to finish.
 
-        Collects the exception (see the module docstring).  A killed
-        goroutine gives a :class:`GoroutineKilled`; ``timeout`` seconds
-        passing first raises :class:`TimeoutError`.
+        Collects the exception (it is not reported) when this call was
+        already waiting as the goroutine ended.  A killed goroutine gives a
+        :class:`GoroutineKilled`; ``timeout`` seconds passing first raises
+        :class:`TimeoutError`.
         """
         g = self._g
         self._collect(timeout)
