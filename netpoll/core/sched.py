@@ -60,6 +60,7 @@ from typing import Any, TypeVar
 
 import greenlet
 
+from netpoll.core import forking
 from netpoll.core.hookspecs import MODE_R, MODE_W, MODE_WAKE, Poller
 from netpoll.core.runtime import runtime
 from netpoll.core.wakefd import WakeFd, wake_fds
@@ -834,24 +835,21 @@ def thread_poll_m() -> M:
 
 
 def _after_fork_in_child() -> None:
-    global _ms_lock, _start_lock, _sysmon, _thread_poll_m, _blocking_pool
+    global _ms_lock, _start_lock, _sysmon, _thread_poll_m, _blocking_pool, _blocking_lock
     _ms_lock = threading.Lock()
     _start_lock = threading.Lock()
-    # No M thread survives a fork (run() in the forking thread included:
-    # its hub is unusable from a fresh process image of another thread).
-    for m in _ms:
-        m.exited = True
-        for pd in list(m.pds):
-            pd.detach(m)
-        m.pds.clear()
-        poller, m.poller = m.poller, None
-        if poller is not None:
-            poller.shutdown()
-    _ms.clear()
-    _background.clear()
+    _blocking_lock = threading.Lock()
+    # Only the forking thread's M (if it was one) survives; the child leaves
+    # every kernel object it shares with the parent alone (netpoll.core.forking).
+    survivor = forking.after_fork_in_child(_ms)
+    _ms[:] = [] if survivor is None else [survivor]
+    _background[:] = [m for m in _background if m is survivor]
     _sysmon = None
     _thread_poll_m = None
     _blocking_pool = None
+    if survivor is not None:
+        _ms.clear()
+        _register_m(survivor)  # and a sysmon of the child's own
 
 
 if hasattr(os, "register_at_fork"):
