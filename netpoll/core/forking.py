@@ -42,6 +42,7 @@ import threading
 from _thread import allocate_lock
 from typing import TYPE_CHECKING, Any
 
+from netpoll.core import interrupt
 from netpoll.core.hookspecs import MODE_R, MODE_W
 from netpoll.core.runtime import runtime
 
@@ -110,6 +111,8 @@ def after_fork_in_child(ms: list[M]) -> M | None:
     if survivor is not None:
         survivor._backend_generation = -1
         survivor._ensure_poller()  # the forking goroutine may do I/O at once
+    interrupt.after_fork_in_child(survivor)  # a Ctrl-C pipe of the child's own
+    if survivor is not None:
         for g in wake:
             g.ready()
     return survivor

@@ -60,7 +60,7 @@ from typing import Any, TypeVar
 
 import greenlet
 
-from netpoll.core import forking
+from netpoll.core import forking, interrupt
 from netpoll.core.hookspecs import MODE_R, MODE_W, MODE_WAKE, Poller
 from netpoll.core.runtime import runtime
 from netpoll.core.wakefd import WakeFd, wake_fds
@@ -984,7 +984,7 @@ def run(main: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     m.main_g = g
     try:
         m.spawn(g)
-        m.schedule(until=g)
+        interrupt.run_main(m, g)  # m.schedule(until=g), Ctrl-C delivered to g
     finally:
         try:
             m.kill_all()
