@@ -16,6 +16,7 @@ from netpoll.core.runtime import runtime as _runtime
 from netpoll.core.sched import (
     GoroutineHogWarning,
     GreenletG,
+    StarvationWarning,
     blocking,
     current_goroutine,
     go,
@@ -117,6 +118,7 @@ __all__ = [
     "RecvCase",
     "Selected",
     "SendCase",
+    "StarvationWarning",
     "TCPAddr",
     "TCPConn",
     "TCPListener",

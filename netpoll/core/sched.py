@@ -60,7 +60,7 @@ from typing import Any, TypeVar
 
 import greenlet
 
-from netpoll.core import forking, interrupt
+from netpoll.core import forking, interrupt, starvation
 from netpoll.core.hookspecs import MODE_R, MODE_W, MODE_WAKE, Poller
 from netpoll.core.runtime import runtime
 from netpoll.core.wakefd import WakeFd, wake_fds
@@ -87,6 +87,10 @@ GreenletExit = greenlet.GreenletExit
 
 class GoroutineHogWarning(RuntimeWarning):
     """A goroutine ran for too long without parking and held up its M."""
+
+
+class StarvationWarning(GoroutineHogWarning):
+    """An M did not reach its poller for too long, held by several goroutines in turn."""
 
 
 # --------------------------------------------------------------------------
@@ -457,6 +461,8 @@ class M:
         self.thread: threading.Thread | None = None
         #: Consecutive failed polls (see _poll_failed).
         self._poll_failures = 0
+        #: Polls so far (sysmon's starvation report, netpoll.core.starvation).
+        self.polls = 0
 
     def __repr__(self) -> str:
         return f"<M {self.name} gs={len(self.gs)}>"
@@ -611,6 +617,7 @@ class M:
             self._poll_failed(exc)
             return
         self._poll_failures = 0
+        self.polls += 1
         for token, mode in events:
             pd, seq = token
             if pd.fdseq == seq:  # an event for a closed, reused fd is dropped
@@ -890,6 +897,7 @@ atexit.register(_stop_background_ms)
 
 def _sysmon_loop() -> None:
     seen: dict[M, tuple[int, float]] = {}
+    starving = starvation.StarvationMonitor()
     while True:
         time.sleep(SYSMON_TICK)
         ms = all_ms()
@@ -910,6 +918,8 @@ def _sysmon_loop() -> None:
         for m in list(seen):
             if m not in ms:
                 del seen[m]
+        for report in starving.observe(ms, now, SYSMON_TICK):
+            warnings.warn(StarvationWarning(report), stacklevel=1)
 
 
 def _report_hog(m: M, g: GreenletG, held: float) -> None:
@@ -1081,6 +1091,7 @@ __all__ = [
     "GreenletG",
     "M",
     "Note",
+    "StarvationWarning",
     "ThreadG",
     "Waiter",
     "all_ms",

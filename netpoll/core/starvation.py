@@ -1,0 +1,135 @@
+"""sysmon's starvation report: an M that has not reached its poller for too long.
+
+Go's sysmon (``runtime/proc.go``) polls the network itself when no M has
+for 10 ms, and preempts a G that ran for 10 ms.  Python can do neither: a
+greenlet runs until it parks, and only its M may poll its poller.  What
+sysmon can do is *say so*.  The per-goroutine hog report
+(:func:`netpoll.core.sched._report_hog`) catches one goroutine that held its
+M for :data:`~netpoll.core.sched.HOG_REPORT_SECONDS`; it misses the common
+case of many goroutines that each block the thread a little (a library's own
+stdlib socket calls, ``time.sleep``, file I/O), one after another, so that
+no single call reaches the limit while the M does not poll for much longer.
+
+This module watches the M instead: how many times it has polled
+(``M.polls``, counted by the scheduler after each poll) and whether it is
+asleep in its poller (``M.sleeping``).  When an M has been awake without
+polling for more than :data:`STARVATION_REPORT_SECONDS`, and samples of its
+thread's stack taken every sysmon tick meanwhile show more than one holder
+(one holder alone is the hog report's case), the report names the M, how
+long its I/O and timers waited, and the sampled stacks that held it, and
+points at the cure: :func:`netpoll.blocking`, or netpoll's sockets for a
+library (``netpoll.patch``).  At most one report per M per
+:data:`STARVATION_REPEAT_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from netpoll.core.sched import M
+
+#: Report an M that has not polled for this long.
+STARVATION_REPORT_SECONDS = 0.1
+#: At most one report per M in this many seconds.
+STARVATION_REPEAT_SECONDS = 10.0
+#: How many innermost frames of each sampled stack the report shows.
+SAMPLE_FRAMES = 4
+#: How many goroutine names the report lists per stack.
+MAX_NAMES = 5
+
+
+@dataclass
+class _Episode:
+    """What sysmon saw of one M since it last polled."""
+
+    polls: int
+    since: float
+    samples: Counter[tuple[str, str]] = field(default_factory=Counter)
+    reported: bool = False
+
+
+class StarvationMonitor:
+    """Per-M bookkeeping of sysmon's starvation report (sysmon's thread only)."""
+
+    def __init__(self) -> None:
+        self._episodes: dict[M, _Episode] = {}
+        self._last_report: dict[M, float] = {}
+
+    def observe(self, ms: list[M], now: float, tick: float) -> list[str]:
+        """Look at ``ms`` once (every sysmon tick); the reports due now."""
+        reports: list[str] = []
+        frames = None
+        for m in ms:
+            polls = getattr(m, "polls", 0)
+            ep = self._episodes.get(m)
+            if ep is None or m.sleeping or ep.polls != polls:
+                # Asleep in the poller, or it polled since the last look.
+                self._episodes[m] = _Episode(polls, now)
+                continue
+            held = now - ep.since
+            if held < tick / 2:
+                continue
+            if frames is None:
+                frames = sys._current_frames()
+            ep.samples[_sample(m, frames.get(m.ident))] += 1
+            if ep.reported or held < STARVATION_REPORT_SECONDS or len(ep.samples) < 2:
+                continue
+            last = self._last_report.get(m)
+            if last is not None and now - last < STARVATION_REPEAT_SECONDS:
+                continue
+            ep.reported = True
+            self._last_report[m] = now
+            reports.append(_message(m, held, ep.samples, tick))
+        for m in list(self._episodes):
+            if m not in ms:
+                del self._episodes[m]
+                self._last_report.pop(m, None)
+        return reports
+
+
+def _sample(m: M, frame: object) -> tuple[str, str]:
+    """``(holder, stack)``: the running goroutine's name and its innermost frames."""
+    g = m.running
+    who = g.name if g is not None else f"{m.name}'s scheduler loop"
+    if frame is None:
+        return who, "    (no stack)\n"
+    stack = [
+        f
+        for f in traceback.extract_stack(frame)  # type: ignore[arg-type]
+        if not f.filename.endswith(_SCHED_FILE)  # the G's run() frame says nothing
+    ]
+    return who, "".join(traceback.format_list(stack[-SAMPLE_FRAMES:]))
+
+
+_SCHED_FILE = os.path.join("netpoll", "core", "sched.py")
+
+
+def _message(m: M, held: float, samples: Counter[tuple[str, str]], tick: float) -> str:
+    lines = [
+        f"netpoll: {m.name} has not reached its poller for {held * 1000:.0f} ms: network "
+        "readiness and timers of all its goroutines waited meanwhile.  No single goroutine "
+        "was to blame; calls that block the thread (time.sleep, a library's own sockets, "
+        "files, long computations) held it one after another.  Run such a call with "
+        "netpoll.blocking(fn, *args); for a library that does its own socket I/O, give it "
+        "netpoll's sockets (netpoll.patch, or netpoll.create_connection).  "
+        f"What held {m.name} (stacks sampled every {tick * 1000:.0f} ms):"
+    ]
+    # Grouped by stack: many goroutines blocking in the same place are one cure.
+    by_stack: dict[str, Counter[str]] = {}
+    for (who, stack), n in samples.items():
+        by_stack.setdefault(stack, Counter())[who] += n
+    for stack, whos in sorted(by_stack.items(), key=lambda kv: -sum(kv[1].values())):
+        names = ", ".join(sorted(whos)[:MAX_NAMES])
+        if len(whos) > MAX_NAMES:
+            names += f" and {len(whos) - MAX_NAMES} more goroutines"
+        lines.append(f"  {sum(whos.values())} sample(s) in {names}:\n{stack.rstrip()}")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["STARVATION_REPORT_SECONDS", "StarvationMonitor"]
