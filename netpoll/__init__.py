@@ -11,6 +11,7 @@ syscalls as pluggy plugins.  See docs/design.md for the layers.
 from __future__ import annotations
 
 from netpoll.core.chan import Chan, ChanClosed, RecvCase, Selected, SendCase, select
+from netpoll.core.deadlock import DeadlockError
 from netpoll.core.plugins import BackendError, NetpollPluginManager
 from netpoll.core.runtime import runtime as _runtime
 from netpoll.core.sched import (
@@ -104,6 +105,7 @@ __all__ = [
     "Conn",
     "ConnSocket",
     "DNSError",
+    "DeadlockError",
     "Dialer",
     "ErrCanceled",
     "ErrClosed",

@@ -42,7 +42,7 @@ import threading
 from _thread import allocate_lock
 from typing import TYPE_CHECKING, Any
 
-from netpoll.core import interrupt
+from netpoll.core import deadlock, interrupt
 from netpoll.core.hookspecs import MODE_R, MODE_W
 from netpoll.core.runtime import runtime
 
@@ -107,6 +107,7 @@ def after_fork_in_child(ms: list[M]) -> M | None:
             m.inject.clear()
             m.timers.clear()
     runtime.cache._lock = threading.RLock()
+    deadlock.pool_calls.clear()  # ran in the parent's pool threads, which are not here
     wake = _reset_polldescs(survivor)
     if survivor is not None:
         survivor._backend_generation = -1

@@ -60,7 +60,7 @@ from typing import Any, TypeVar
 
 import greenlet
 
-from netpoll.core import forking, interrupt, starvation
+from netpoll.core import deadlock, forking, interrupt, starvation
 from netpoll.core.hookspecs import MODE_R, MODE_W, MODE_WAKE, Poller
 from netpoll.core.runtime import runtime
 from netpoll.core.wakefd import WakeFd, wake_fds
@@ -898,6 +898,7 @@ atexit.register(_stop_background_ms)
 def _sysmon_loop() -> None:
     seen: dict[M, tuple[int, float]] = {}
     starving = starvation.StarvationMonitor()
+    deadlocks = deadlock.DeadlockDetector()
     while True:
         time.sleep(SYSMON_TICK)
         ms = all_ms()
@@ -920,6 +921,8 @@ def _sysmon_loop() -> None:
                 del seen[m]
         for report in starving.observe(ms, now, SYSMON_TICK):
             warnings.warn(StarvationWarning(report), stacklevel=1)
+        for m, report in deadlocks.observe(ms, now):
+            m.add_timer(0.0, deadlock.raise_in_hub, (m, report))  # run() raises it
 
 
 def _report_hog(m: M, g: GreenletG, held: float) -> None:
@@ -1068,11 +1071,13 @@ def blocking(fn: Callable[..., T], *args: Any) -> T:
     lock = threading.Lock()
 
     def finished(_f: Any) -> None:
+        deadlock.pool_calls.discard(_f)
         with lock:
             w.done = True
         g.ready()
 
     future = _pool().submit(fn, *args)
+    deadlock.pool_calls.add(future)  # in flight: it can still wake g (deadlock check)
     future.add_done_callback(finished)
     try:
         while not w.done:
