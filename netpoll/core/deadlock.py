@@ -64,7 +64,14 @@ class DeadlockDetector:
         self._reported: tuple[Any, ...] | None = None
 
     def observe(self, ms: list[M], now: float) -> list[tuple[M, str]]:
-        """Look once (every sysmon tick); ``(run M, report)`` pairs to raise in."""
+        """Look once (every sysmon tick); ``(run M, report)`` pairs to raise in (never raises)."""
+        try:
+            return self._observe(ms, now)
+        except Exception:  # a racing M changed under us: look again next tick
+            self._signature = None
+            return []
+
+    def _observe(self, ms: list[M], now: float) -> list[tuple[M, str]]:
         runs = [m for m in ms if m.main_g is not None and not m.main_g.dead and not m.exited]
         if not runs or not all(_idle(m) for m in ms):
             self._signature = None

@@ -62,9 +62,15 @@ class StarvationMonitor:
         self._last_report: dict[M, float] = {}
 
     def observe(self, ms: list[M], now: float, tick: float) -> list[str]:
-        """Look at ``ms`` once (every sysmon tick); the reports due now."""
+        """Look at ``ms`` once (every sysmon tick); the reports due now (never raises)."""
+        try:
+            return self._observe(ms, now, tick)
+        except Exception:  # sysmon must live on; a report is not worth its thread
+            self._episodes.clear()
+            return []
+
+    def _observe(self, ms: list[M], now: float, tick: float) -> list[str]:
         reports: list[str] = []
-        frames = None
         for m in ms:
             polls = getattr(m, "polls", 0)
             ep = self._episodes.get(m)
@@ -75,11 +81,11 @@ class StarvationMonitor:
             held = now - ep.since
             if held < tick / 2:
                 continue
-            if frames is None:
-                frames = sys._current_frames()
-            ep.samples[_sample(m, frames.get(m.ident))] += 1
-            if ep.reported or held < STARVATION_REPORT_SECONDS or len(ep.samples) < 2:
+            ep.samples[_sample(m)] += 1
+            if ep.reported or held < STARVATION_REPORT_SECONDS:
                 continue
+            if len({who for who, _ in ep.samples}) < 2:
+                continue  # one goroutine alone: the hog report's case
             last = self._last_report.get(m)
             if last is not None and now - last < STARVATION_REPEAT_SECONDS:
                 continue
@@ -93,18 +99,28 @@ class StarvationMonitor:
         return reports
 
 
-def _sample(m: M, frame: object) -> tuple[str, str]:
-    """``(holder, stack)``: the running goroutine's name and its innermost frames."""
+def _sample(m: M) -> tuple[str, str]:
+    """``(holder, stack)``: the running goroutine's name and its innermost frames.
+
+    Only names and line numbers are taken from the frames, and the frame
+    objects are dropped at once: a frame object kept alive keeps the locals
+    of a function that returned meanwhile, and a memoryview among them would
+    keep its buffer from being resized (``BufferError`` in the sampled code).
+    """
     g = m.running
     who = g.name if g is not None else f"{m.name}'s scheduler loop"
-    if frame is None:
+    frame = sys._current_frames().get(m.ident)  # the dict of every thread's frame dies here
+    where: list[tuple[str, int, str]] = []
+    while frame is not None and len(where) < 2 * SAMPLE_FRAMES:
+        code = frame.f_code
+        if not code.co_filename.endswith(_SCHED_FILE):  # a G's run() frame says nothing
+            where.append((code.co_filename, frame.f_lineno, code.co_name))
+        frame = frame.f_back
+    del frame
+    if not where:
         return who, "    (no stack)\n"
-    stack = [
-        f
-        for f in traceback.extract_stack(frame)  # type: ignore[arg-type]
-        if not f.filename.endswith(_SCHED_FILE)  # the G's run() frame says nothing
-    ]
-    return who, "".join(traceback.format_list(stack[-SAMPLE_FRAMES:]))
+    frames = [traceback.FrameSummary(f, n, name) for f, n, name in reversed(where[:SAMPLE_FRAMES])]
+    return who, "".join(traceback.format_list(frames))
 
 
 _SCHED_FILE = os.path.join("netpoll", "core", "sched.py")
