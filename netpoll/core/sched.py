@@ -897,7 +897,7 @@ atexit.register(_stop_background_ms)
 
 def _sysmon_loop() -> None:
     seen: dict[M, tuple[int, float]] = {}
-    starving = starvation.StarvationMonitor()
+    starving = starvation.StarvationMonitor(HOG_REPORT_SECONDS)
     deadlocks = deadlock.DeadlockDetector()
     while True:
         time.sleep(SYSMON_TICK)

@@ -13,9 +13,11 @@ no single call reaches the limit while the M does not poll for much longer.
 This module watches the M instead: how many times it has polled
 (``M.polls``, counted by the scheduler after each poll) and whether it is
 asleep in its poller (``M.sleeping``).  When an M has been awake without
-polling for more than :data:`STARVATION_REPORT_SECONDS`, and samples of its
-thread's stack taken every sysmon tick meanwhile show more than one holder
-(one holder alone is the hog report's case), the report names the M, how
+polling for more than :data:`STARVATION_REPORT_SECONDS` (reported when it
+polls again, or while it goes on once it has lasted twice that), and
+samples of its thread's stack taken every sysmon tick meanwhile show more
+than one holder and no goroutine held it alone for the hog limit (the hog
+report's case, not reported twice), the report names the M, how
 long its I/O and timers waited, and the sampled stacks that held it, and
 points at the cure: :func:`netpoll.blocking`, or netpoll's sockets for a
 library (``netpoll.patch``).  At most one report per M per
@@ -50,16 +52,30 @@ class _Episode:
 
     polls: int
     since: float
+    #: The last look that found the M still not polled.
+    last: float
+    #: The M's switch count at the last look, and since when it has not changed.
+    switches: int
+    streak_since: float
+    #: Some goroutine held the M alone for the hog limit: the hog report's case.
+    hog: bool = False
     samples: Counter[tuple[str, str]] = field(default_factory=Counter)
     reported: bool = False
 
 
 class StarvationMonitor:
-    """Per-M bookkeeping of sysmon's starvation report (sysmon's thread only)."""
+    """Per-M bookkeeping of sysmon's starvation report (sysmon's thread only).
 
-    def __init__(self) -> None:
+    An episode (awake, not polled) is reported when it ends having lasted
+    :data:`STARVATION_REPORT_SECONDS`, or while it goes on once it has lasted
+    twice that; waiting that long lets one goroutine's hold be recognised as
+    the hog report's case, so the same stall is not reported twice.
+    """
+
+    def __init__(self, hog_seconds: float = STARVATION_REPORT_SECONDS) -> None:
         self._episodes: dict[M, _Episode] = {}
         self._last_report: dict[M, float] = {}
+        self._hog_seconds = hog_seconds
 
     def observe(self, ms: list[M], now: float, tick: float) -> list[str]:
         """Look at ``ms`` once (every sysmon tick); the reports due now (never raises)."""
@@ -73,30 +89,44 @@ class StarvationMonitor:
         reports: list[str] = []
         for m in ms:
             polls = getattr(m, "polls", 0)
+            switches = m.switches
             ep = self._episodes.get(m)
             if ep is None or m.sleeping or ep.polls != polls:
-                # Asleep in the poller, or it polled since the last look.
-                self._episodes[m] = _Episode(polls, now)
+                # Asleep in the poller, or it polled since the last look: an
+                # episode ended (reported if it qualifies), a new one starts.
+                if ep is not None and self._due(m, ep, ep.last - ep.since, now):
+                    reports.append(_message(m, ep.last - ep.since, ep.samples, tick, ended=True))
+                self._episodes[m] = _Episode(polls, now, now, switches, now)
                 continue
+            ep.last = now
+            if switches != ep.switches:
+                ep.switches, ep.streak_since = switches, now
+            elif now - ep.streak_since >= self._hog_seconds:
+                ep.hog = True
             held = now - ep.since
             if held < tick / 2:
                 continue
             ep.samples[_sample(m)] += 1
-            if ep.reported or held < STARVATION_REPORT_SECONDS:
-                continue
-            if len({who for who, _ in ep.samples}) < 2:
-                continue  # one goroutine alone: the hog report's case
-            last = self._last_report.get(m)
-            if last is not None and now - last < STARVATION_REPEAT_SECONDS:
-                continue
-            ep.reported = True
-            self._last_report[m] = now
-            reports.append(_message(m, held, ep.samples, tick))
+            if held >= 2 * STARVATION_REPORT_SECONDS and self._due(m, ep, held, now):
+                reports.append(_message(m, held, ep.samples, tick, ended=False))
         for m in list(self._episodes):
             if m not in ms:
                 del self._episodes[m]
                 self._last_report.pop(m, None)
         return reports
+
+    def _due(self, m: M, ep: _Episode, held: float, now: float) -> bool:
+        """Report ``ep`` now? Marks it (and the M's time) reported if so."""
+        if ep.reported or ep.hog or held < STARVATION_REPORT_SECONDS:
+            return False
+        if len({who for who, _ in ep.samples}) < 2:
+            return False  # one goroutine alone: the hog report's case
+        last = self._last_report.get(m)
+        if last is not None and now - last < STARVATION_REPEAT_SECONDS:
+            return False
+        ep.reported = True
+        self._last_report[m] = now
+        return True
 
 
 def _sample(m: M) -> tuple[str, str]:
@@ -126,9 +156,12 @@ def _sample(m: M) -> tuple[str, str]:
 _SCHED_FILE = os.path.join("netpoll", "core", "sched.py")
 
 
-def _message(m: M, held: float, samples: Counter[tuple[str, str]], tick: float) -> str:
+def _message(
+    m: M, held: float, samples: Counter[tuple[str, str]], tick: float, *, ended: bool
+) -> str:
+    how = "did not reach" if ended else "has not reached"
     lines = [
-        f"netpoll: {m.name} has not reached its poller for {held * 1000:.0f} ms: network "
+        f"netpoll: {m.name} {how} its poller for {held * 1000:.0f} ms: network "
         "readiness and timers of all its goroutines waited meanwhile.  No single goroutine "
         "was to blame; calls that block the thread (time.sleep, a library's own sockets, "
         "files, long computations) held it one after another.  Run such a call with "
