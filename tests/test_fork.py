@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 import netpoll
+from netpoll.core import sched
 
 if not hasattr(os, "fork"):  # pragma: no cover - Windows
     pytest.skip("os.fork does not exist on this platform", allow_module_level=True)
@@ -88,10 +89,12 @@ def _reap(pid: int, r: int) -> tuple[int, str]:
 def _child_uses_netpoll(inherited: tuple[Any, Any] | None) -> str:
     """What every child checks: goroutines, a fresh listener, and inherited conns."""
     out = []
-    # A new goroutine runs and its value comes back through a channel.
+    # A new goroutine runs and its value comes back through a channel.  No
+    # timeout: a lost wakeup (a waker notifying the forking thread's old wake
+    # fd) must hang the child, which _reap then reports, not just slow it.
     ch: netpoll.Chan[str] = netpoll.Chan(1)
     netpoll.go(lambda: ch.send("go ok"))
-    out.append(ch.recv(timeout=5))
+    out.append(ch.recv())
     # New sockets work: an echo over a fresh listener, served by a goroutine.
     ln = netpoll.listen("tcp", "127.0.0.1:0")
 
@@ -163,16 +166,30 @@ def test_fork_from_a_goroutine_keeps_the_parents_parked_accept(backend: str) -> 
     assert echoed == "parent ok"
 
 
-def test_fork_from_a_plain_thread_with_a_background_m(backend: str) -> None:
-    """Fork from a thread while a background M has a goroutine parked in accept."""
+@pytest.mark.parametrize("procs", [1, 3])
+def test_fork_from_a_plain_thread_with_background_ms(
+    backend: str, procs: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fork from a thread while background Ms run goroutines, one parked in accept."""
+    monkeypatch.setenv(sched.ENV_PROCS, str(procs))
     ln = netpoll.listen("tcp", "127.0.0.1:0")
     got: netpoll.Chan[str] = netpoll.Chan(1)
+    stop: netpoll.Chan[None] = netpoll.Chan()
 
     def acc() -> None:
         c = ln.accept()
         got.send("accepted")
         c.close()
 
+    def ticker() -> None:  # keeps the other Ms busy across the fork
+        while True:
+            try:
+                stop.recv(timeout=0.001)
+                return
+            except TimeoutError:
+                pass
+
+    tickers = [netpoll.go(ticker) for _ in range(procs)]
     g = netpoll.go(acc)
     ln2, a, b = _pair()
     time.sleep(0.05)
@@ -189,6 +206,9 @@ def test_fork_from_a_plain_thread_with_a_background_m(backend: str) -> None:
     c = netpoll.dial("tcp", str(ln.addr()), timeout=5)
     assert got.recv(timeout=5) == "accepted"
     assert g.join(5)
+    for _ in tickers:
+        stop.send(None)
+    assert all(t.join(5) for t in tickers)
     b.set_deadline(time.time() + 5)
     a.write(b"parent ok")
     assert b.read(100) == b"parent ok"

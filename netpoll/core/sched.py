@@ -39,7 +39,9 @@ own state.
 sysmon, a daemon thread started with the first M, reports a goroutine that
 has held its M for longer than :data:`HOG_REPORT_SECONDS` without parking:
 Python cannot preempt a greenlet, so the report (once per G, with its stack)
-is what there is.
+is what there is.  It also reports an M starved of its poller by several
+goroutines in turn (:mod:`netpoll.core.starvation`) and a run whose
+goroutines can never be woken again (:mod:`netpoll.core.deadlock`).
 """
 
 from __future__ import annotations
@@ -849,14 +851,18 @@ def _after_fork_in_child() -> None:
     # Only the forking thread's M (if it was one) survives; the child leaves
     # every kernel object it shares with the parent alone (netpoll.core.forking).
     survivor = forking.after_fork_in_child(_ms)
-    _ms[:] = [] if survivor is None else [survivor]
+    _ms.clear()
     _background[:] = [m for m in _background if m is survivor]
     _sysmon = None
     _thread_poll_m = None
     _blocking_pool = None
     if survivor is not None:
-        _ms.clear()
         _register_m(survivor)  # and a sysmon of the child's own
+    # The forking thread's G takes its new wake fd now, before it publishes a
+    # Waiter: a waker reads ``wake`` directly and would notify the closed one.
+    g = getattr(_local, "g", None)
+    if g is not None:
+        g._after_fork()
 
 
 if hasattr(os, "register_at_fork"):
