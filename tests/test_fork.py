@@ -166,7 +166,7 @@ def test_fork_from_a_goroutine_keeps_the_parents_parked_accept(backend: str) -> 
     assert echoed == "parent ok"
 
 
-@pytest.mark.parametrize("procs", [1, 3])
+@pytest.mark.parametrize("procs", [1, 2])  # 2: what test_goroutines expects too (Ms live for good)
 def test_fork_from_a_plain_thread_with_background_ms(
     backend: str, procs: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
