@@ -11,10 +11,18 @@ syscalls as pluggy plugins.  See docs/design.md for the layers.
 from __future__ import annotations
 
 from netpoll.core.chan import Chan, ChanClosed, RecvCase, Selected, SendCase, select
+from netpoll.core.deadlock import DeadlockError
 from netpoll.core.goroutine import Goroutine, GoroutineKilled, current_goroutine, go
 from netpoll.core.plugins import BackendError, NetpollPluginManager
 from netpoll.core.runtime import runtime as _runtime
-from netpoll.core.sched import GoroutineHogWarning, blocking, gosched, run, sleep
+from netpoll.core.sched import (
+    GoroutineHogWarning,
+    StarvationWarning,
+    blocking,
+    gosched,
+    run,
+    sleep,
+)
 from netpoll.core.sync import Mutex, WaitGroup
 from netpoll.net import (
     Addr,
@@ -92,6 +100,7 @@ __all__ = [
     "Conn",
     "ConnSocket",
     "DNSError",
+    "DeadlockError",
     "Dialer",
     "ErrCanceled",
     "ErrClosed",
@@ -107,6 +116,7 @@ __all__ = [
     "RecvCase",
     "Selected",
     "SendCase",
+    "StarvationWarning",
     "TCPAddr",
     "TCPConn",
     "TCPListener",

@@ -498,7 +498,8 @@ def netpollready(events: Iterable[tuple[Any, int]], m: M | None) -> None:
 
     ``events`` are ``(token, modes)`` pairs as a poller returns them; an
     event whose generation is stale (the fd was closed and its pollDesc
-    reused) is dropped.  A woken goroutine of ``m``, the M running this
+    reused) is dropped.  A token's owner that is not a PollDesc has the
+    same ``fdseq`` and ``ready(modes)`` and is called through them.  A woken goroutine of ``m``, the M running this
     pass, goes straight onto its run queue (Go's ``injectglist``); any
     other G is readied its own way.  This is :meth:`PollDesc._unblock` with
     ``ioready=True`` spelled out, because the poll loop runs it per event.
@@ -507,6 +508,11 @@ def netpollready(events: Iterable[tuple[Any, int]], m: M | None) -> None:
     for token, modes in events:
         pd, seq = token
         if pd.fdseq != seq:
+            continue
+        if pd.__class__ is not PollDesc:
+            # Another owner of a descriptor on this poller (the SIGINT pipe
+            # of netpoll.core.interrupt) is told through its ready().
+            pd.ready(modes)
             continue
         rg = wg = None
         lock = pd.lock

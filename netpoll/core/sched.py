@@ -39,7 +39,9 @@ own state.
 sysmon, a daemon thread started with the first M, reports a goroutine that
 has held its M for longer than :data:`HOG_REPORT_SECONDS` without parking:
 Python cannot preempt a greenlet, so the report (once per G, with its stack)
-is what there is.
+is what there is.  It also reports an M starved of its poller by several
+goroutines in turn (:mod:`netpoll.core.starvation`) and a run whose
+goroutines can never be woken again (:mod:`netpoll.core.deadlock`).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import greenlet
 
+from netpoll.core import deadlock, forking, interrupt, starvation
 from netpoll.core.errors import PollRegistrationError
 from netpoll.core.hookspecs import MODE_R, MODE_W, MODE_WAKE, Poller
 from netpoll.core.runtime import runtime
@@ -93,6 +96,10 @@ GreenletExit = greenlet.GreenletExit
 
 class GoroutineHogWarning(RuntimeWarning):
     """A goroutine ran for too long without parking and held up its M."""
+
+
+class StarvationWarning(GoroutineHogWarning):
+    """An M did not reach its poller for too long, held by several goroutines in turn."""
 
 
 # --------------------------------------------------------------------------
@@ -696,6 +703,8 @@ class M:
         self.thread: threading.Thread | None = None
         #: Consecutive failed polls (see _poll_failed).
         self._poll_failures = 0
+        #: Polls so far (sysmon's starvation report, netpoll.core.starvation).
+        self.polls = 0
 
     def __repr__(self) -> str:
         return f"<M {self.name} gs={len(self.gs)}>"
@@ -874,6 +883,7 @@ class M:
             self._poll_failed(exc)
             return
         self._poll_failures = 0
+        self.polls += 1
         if events:
             _events.deliver(events, self)
 
@@ -1096,24 +1106,25 @@ def thread_poll_m() -> M:
 
 
 def _after_fork_in_child() -> None:
-    global _ms_lock, _start_lock, _sysmon, _thread_poll_m, _blocking_pool
+    global _ms_lock, _start_lock, _sysmon, _thread_poll_m, _blocking_pool, _blocking_lock
     _ms_lock = threading.Lock()
     _start_lock = threading.Lock()
-    # No M thread survives a fork (run() in the forking thread included:
-    # its hub is unusable from a fresh process image of another thread).
-    for m in _ms:
-        m.exited = True
-        for pd in list(m.pds):
-            pd.detach(m)
-        m.pds.clear()
-        poller, m.poller = m.poller, None
-        if poller is not None:
-            poller.shutdown()
+    _blocking_lock = threading.Lock()
+    # Only the forking thread's M (if it was one) survives; the child leaves
+    # every kernel object it shares with the parent alone (netpoll.core.forking).
+    survivor = forking.after_fork_in_child(_ms)
     _ms.clear()
-    _background.clear()
+    _background[:] = [m for m in _background if m is survivor]
     _sysmon = None
     _thread_poll_m = None
     _blocking_pool = None
+    if survivor is not None:
+        _register_m(survivor)  # and a sysmon of the child's own
+    # The forking thread's G takes its new wake fd now, before it publishes a
+    # Waiter: a waker reads ``wake`` directly and would notify the closed one.
+    g = getattr(_local, "g", None)
+    if g is not None:
+        g._after_fork()
 
 
 if hasattr(os, "register_at_fork"):
@@ -1154,6 +1165,8 @@ atexit.register(_stop_background_ms)
 
 def _sysmon_loop() -> None:
     seen: dict[M, tuple[int, float]] = {}
+    starving = starvation.StarvationMonitor(HOG_REPORT_SECONDS)
+    deadlocks = deadlock.DeadlockDetector()
     while True:
         time.sleep(SYSMON_TICK)
         ms = all_ms()
@@ -1174,6 +1187,10 @@ def _sysmon_loop() -> None:
         for m in list(seen):
             if m not in ms:
                 del seen[m]
+        for report in starving.observe(ms, now, SYSMON_TICK):
+            warnings.warn(StarvationWarning(report), stacklevel=1)
+        for m, report in deadlocks.observe(ms, now):
+            m.add_timer(0.0, deadlock.raise_in_hub, (m, report))  # run() raises it
 
 
 def _report_hog(m: M, g: GreenletG, held: float) -> None:
@@ -1261,7 +1278,7 @@ def run(main: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     m.main_g = g
     try:
         m.spawn(g)
-        m.schedule(until=g)
+        interrupt.run_main(m, g)  # m.schedule(until=g), Ctrl-C delivered to g
     finally:
         try:
             m.kill_all()
@@ -1335,11 +1352,13 @@ def blocking(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     lock = threading.Lock()
 
     def finished(_f: Any) -> None:
+        deadlock.pool_calls.discard(_f)
         with lock:
             w.done = True
         g.ready()
 
     future = _pool().submit(fn, *args, **kwargs)
+    deadlock.pool_calls.add(future)  # in flight: it can still wake g (deadlock check)
     future.add_done_callback(finished)
     try:
         while not w.done:
@@ -1358,6 +1377,7 @@ __all__ = [
     "GreenletG",
     "M",
     "Note",
+    "StarvationWarning",
     "ThreadG",
     "Waiter",
     "all_ms",

@@ -131,6 +131,9 @@ class WakeFdBudget:
                 w.close()
             except OSError:
                 pass
+            # A late notify of a parent thread's G (a channel send in the child)
+            # must not write to a number the child has reused meanwhile.
+            w.fd = w.wfd = -1
         self._open = {}
         self.generation += 1
 

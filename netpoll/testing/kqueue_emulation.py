@@ -220,12 +220,28 @@ class kqueue:  # named like select.kqueue
         self._check_open()
         return self._epoll.fileno()
 
+    def _forked(self) -> bool:
+        """True in a forked child: BSD does not inherit a kqueue, so here it is gone."""
+        return os.getpid() != self._pid
+
     def close(self) -> None:
-        """Close the queue; a ``control`` blocked in another thread returns."""
-        if os.getpid() != self._pid:
+        """Close the queue; a ``control`` blocked in another thread returns.
+
+        In a forked child the queue does not exist (BSD): only the child's
+        copies of the emulation's descriptors are closed, and the internal
+        epoll and eventfd, which the parent's queue still uses, are neither
+        changed nor poked.
+        """
+        if self._forked():
             # Forked: the lock may be held by a thread that is not copied.
             self._lock = threading.Lock()
-            self._pid = os.getpid()
+            with self._lock:
+                if self._closed:
+                    return
+                self._closed = True
+                self._epoll.close()
+                os.close(self._wake_fd)
+            return
         with self._lock:
             if self._closed:
                 return
@@ -249,6 +265,8 @@ class kqueue:  # named like select.kqueue
     def _check_open(self) -> None:
         if self._closed:
             raise ValueError("I/O operation on closed kqueue object")
+        if self._forked():
+            raise OSError(_errno.EBADF, "kqueue descriptors are not inherited across fork")
 
     # -- control ---------------------------------------------------------
 
