@@ -499,9 +499,10 @@ def netpollready(events: Iterable[tuple[Any, int]], m: M | None) -> None:
     ``events`` are ``(token, modes)`` pairs as a poller returns them; an
     event whose generation is stale (the fd was closed and its pollDesc
     reused) is dropped.  A token's owner that is not a PollDesc has the
-    same ``fdseq`` and ``ready(modes)`` and is called through them.  A woken goroutine of ``m``, the M running this
-    pass, goes straight onto its run queue (Go's ``injectglist``); any
-    other G is readied its own way.  This is :meth:`PollDesc._unblock` with
+    same ``fdseq`` and ``ready(modes)`` and is called through them.  A
+    woken goroutine of ``m``, the M running this pass, goes straight onto
+    its run queue (Go's ``injectglist``); any other G is readied its own
+    way.  This is :meth:`PollDesc._unblock` with
     ``ioready=True`` spelled out, because the poll loop runs it per event.
     """
     runq = None if m is None else m.runq
