@@ -226,7 +226,8 @@ def poller_hook_function(name: str, body: str, namespace: dict[str, Any]) -> Cal
 
     ``body`` is one statement (it may span indented lines) in which
     ``{args}`` stands for the parameters after ``poller``, comma-separated;
-    ``namespace`` holds the names it uses.  The parameters must be real ones,
+    ``namespace`` holds the names it uses (and ``__name__``, the module the
+    function is said to belong to).  The parameters must be real ones,
     not ``*args``: pluggy reads a hook function's parameter names from its
     code.  This is how the poller hook specifications below and the core's
     forwarding implementations (``netpoll.core.plugins.PollerForwarder``)
@@ -238,7 +239,6 @@ def poller_hook_function(name: str, body: str, namespace: dict[str, Any]) -> Cal
     exec(compile(source, f"<poller hook {name}>", "exec"), namespace)
     function: Callable[..., Any] = namespace.pop(name)
     function.__doc__ = f"The ``{name}`` poller hook: :meth:`Poller.{name}` on ``poller``."
-    function.__module__ = __name__
     return function
 
 
@@ -377,7 +377,9 @@ def sendto(sock: _socket.socket, data: ReadableBuffer, address: Address) -> int:
 # --------------------------------------------------------------------------
 
 for _name in POLLER_HOOKS:
-    globals()[_name] = hookspec(firstresult=True)(poller_hook_function(_name, "pass", {}))
+    _spec = poller_hook_function(_name, "pass", {"__name__": __name__})
+    globals()[_name] = hookspec(firstresult=True)(_spec)
+del _spec
 del _name
 
 

@@ -135,7 +135,7 @@ def _closed_poller() -> RuntimeError:
 def _forwarder(name: str) -> Callable[..., object]:
     """The core's ``trylast`` implementation of poller hook ``name``: call the method."""
     body = f"if poller is None:\n        raise closed()\n    return poller.{name}({{args}})"
-    function = poller_hook_function(name, body, {"closed": _closed_poller})
+    function = poller_hook_function(name, body, {"closed": _closed_poller, "__name__": __name__})
     return hookimpl(trylast=True)(function)
 
 
