@@ -57,8 +57,9 @@ Neither patches ``subprocess``, ``os.read``/``os.write`` on pipes, or
 (wrap them in :func:`netpoll.blocking`); for pipes use ``netpoll``'s own
 file descriptors or :func:`netpoll.blocking`; signal handlers run in the
 main thread between bytecodes as always (an M blocked in its poller wakes
-with ``EINTR`` and runs them).  ``threading.Thread``, ``threading.local`` and
-``queue.SimpleQueue`` stay the stdlib's (see :mod:`netpoll.green.threading`
+with ``EINTR`` and runs them).  ``threading.Thread`` and
+``queue.SimpleQueue`` stay the stdlib's (``threading.local`` becomes
+per-goroutine) (see :mod:`netpoll.green.threading`
 and :mod:`netpoll.green.queue`).
 """
 

@@ -360,3 +360,39 @@ def test_ssl_server_accepts_green_sockets_and_handshake_times_out(pki: Certs, ba
         _green_client_context(pki).wrap_socket(raw, server_hostname="localhost")
     raw.close()
     silent.close()
+
+
+def test_local_is_per_goroutine(backend: str) -> None:
+    class Conn(gt.local):
+        def __init__(self, name: str) -> None:
+            self.name = name
+            self.uses = 0
+
+    conn = Conn("db")
+    conn.uses = 100  # the creating thread's
+    seen: list[tuple[int, str, int]] = []
+
+    def use(i: int) -> Callable[[], None]:
+        def run() -> None:
+            seen.append((i, conn.name, conn.uses))  # __init__ ran again, for this goroutine
+            conn.uses = i
+            netpoll.sleep(0.01)  # the others set theirs meanwhile
+            seen.append((i, conn.name, conn.uses))
+
+        return run
+
+    in_goroutines(*(use(i) for i in range(4)))
+    assert sorted(seen) == sorted(
+        [(i, "db", 0) for i in range(4)] + [(i, "db", i) for i in range(4)]
+    )
+    assert conn.uses == 100
+    other = start(lambda: (conn.name, conn.uses))
+    other.join(PEER)
+    assert other.result == ("db", 0)
+    del conn.uses
+    with pytest.raises(AttributeError):
+        _ = conn.uses
+    with pytest.raises(TypeError, match="Initialization arguments"):
+        gt.local(1)
+    with pytest.raises(AttributeError, match="read-only"):
+        conn.__dict__ = {}
