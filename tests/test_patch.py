@@ -98,6 +98,9 @@ def test_patch_all_in_a_child(backend: str) -> None:
         s = sc.socket(socket.AF_INET, socket.SOCK_STREAM, 0)
         result["core_socket"] = type(s).__module__
         s.close()
+        # A netpoll module imported after all() gets the unpatched modules too.
+        import netpoll.testing.switch as sw
+        result["late_netpoll_module"] = sw.threading.Lock is not threading.Lock
         ticks, answers = [], []
         def client(i):
             c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=10)
@@ -147,6 +150,7 @@ def test_patch_all_in_a_child(backend: str) -> None:
     ]
     assert out["core_lock"] != "netpoll.green.threading"
     assert out["core_socket"] == "socket"
+    assert out["late_netpoll_module"] is True
     assert out["answers"] == sorted(f"/gated/{i}" for i in range(8))
     assert isinstance(out["ticks"], int) and out["ticks"] >= 5
     assert out["queue"] == "from-thread"
