@@ -438,3 +438,39 @@ def test_patch_bad_names(backend: str) -> None:
     with pytest.raises(ModuleNotFoundError):
         netpoll.patch.library("np_no_such_package_here")
     netpoll.patch._libraries.discard("np_no_such_package_here")
+
+
+def test_patch_all_https_in_a_child(backend: str) -> None:
+    out = child(
+        """
+        import netpoll.patch
+        netpoll.patch.all()
+        import json, ssl, tempfile, pathlib, threading
+        import netpoll, netpoll.green.ssl as gssl
+        from tests.helpers.tls import Certs
+        """,
+        SERVER,
+        """
+        import urllib.request
+        pki = Certs(pathlib.Path(tempfile.mkdtemp()))
+        SRV.socket = pki.server_context().wrap_socket(SRV.socket, server_side=True)
+        client_ctx = pki.client_context()  # a stdlib SSLContext, made after patching
+        answers, kinds = [], []
+        def fetch(i):
+            url = "https://localhost:%d/tls/%d" % (PORT, i)
+            with urllib.request.urlopen(url, context=client_ctx, timeout=10) as r:
+                kinds.append(type(r.fp.raw._sock).__module__)
+                answers.append(r.read().decode())
+        def main():
+            gs_ = [netpoll.go(fetch, i) for i in range(4)]
+            for g in gs_: assert g.join(20)
+        netpoll.run(main)
+        SRV.shutdown(); SRV.server_close()
+        print(json.dumps({"answers": sorted(answers), "kinds": sorted(set(kinds)),
+                          "ssl_patched": netpoll.patch.is_patched("ssl")}))
+        """,
+        backend=backend,
+    )
+    assert out["answers"] == sorted(f"/tls/{i}" for i in range(4))
+    assert out["kinds"] == ["netpoll.green.ssl"]
+    assert out["ssl_patched"] is True
