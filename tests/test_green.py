@@ -396,3 +396,30 @@ def test_local_is_per_goroutine(backend: str) -> None:
         gt.local(1)
     with pytest.raises(AttributeError, match="read-only"):
         conn.__dict__ = {}
+
+
+def test_ssl_socket_without_timeout_stays_nonblocking(pki: Certs, backend: str) -> None:
+    """wrap_socket detaches a blocking-mode green socket (which leaves the fd
+    blocking); the TLS socket must put it back, or its read would hold the M."""
+    server_ctx = pki.server_context()
+    ls = socket.create_server(("127.0.0.1", 0))
+    ls.settimeout(PEER)
+    go_on = std_queue.Queue[bool]()
+
+    def serve() -> None:
+        raw, _ = ls.accept()
+        raw.settimeout(PEER)
+        with server_ctx.wrap_socket(raw, server_side=True) as c:
+            go_on.get(timeout=PEER)
+            c.sendall(b"late")
+
+    peer = start(serve)
+    raw = gsocket.create_connection(("127.0.0.1", ls.getsockname()[1]))
+    assert raw.gettimeout() is None
+    s = _green_client_context(pki).wrap_socket(raw, server_hostname="localhost")
+    assert s.gettimeout() is None
+    got = sibling_must_run(lambda: s.recv(4), lambda: go_on.put(True))
+    assert got == [b"late"]
+    s.close()
+    peer.join(PEER)
+    ls.close()

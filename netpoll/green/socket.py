@@ -304,11 +304,6 @@ class socket(_StdSocket):
             if value != value or value < 0:
                 raise ValueError("Timeout value out of range")
         self._gtimeout = value
-        if self._raw is not None and self._raw.fileno() >= 0:
-            # The descriptor stays O_NONBLOCK whatever the timeout (ssl's
-            # wrap_socket may have switched it while detaching the old object).
-            _CSocket.settimeout(self, 0.0)
-            self._raw.setblocking(False)
         fd = self._fd
         if fd is not None and (value is None or value == 0.0):
             try:

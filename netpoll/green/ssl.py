@@ -107,6 +107,19 @@ class SSLSocket(_OrigSSLSocket, _gsocket.socket):  # type: ignore[misc]
                 except OSError:
                     pass
 
+    def settimeout(self, value: float | None) -> None:
+        """As the green socket's, and the descriptor is put back in non-blocking mode.
+
+        ``SSLContext.wrap_socket`` detaches the socket it wraps, which leaves
+        the (shared) descriptor blocking when that socket had no timeout;
+        the stdlib's ``_create`` then calls ``settimeout`` on the new object.
+        """
+        _gsocket.socket.settimeout(self, value)
+        raw = self._raw
+        if raw is not None and raw.fileno() >= 0:
+            _gsocket._CSocket.settimeout(self, 0.0)
+            raw.setblocking(False)
+
     def do_handshake(self, block: bool = False) -> None:
         """The TLS handshake; parks until done (``block`` forces it in non-blocking mode)."""
         self._check_connected()  # type: ignore[attr-defined]
