@@ -423,3 +423,28 @@ def test_ssl_socket_without_timeout_stays_nonblocking(pki: Certs, backend: str) 
     s.close()
     peer.join(PEER)
     ls.close()
+
+
+def test_lock_under_contention_from_goroutines_and_threads(backend: str) -> None:
+    """Four threads and twenty goroutines (on two Ms) increment one counter
+    under one green lock, parking inside the critical section; no update is lost."""
+    lock = gt.Lock()
+    count = [0]
+    rounds = 50
+
+    def work() -> None:
+        for i in range(rounds):
+            with lock:
+                v = count[0]
+                if i % 10 == 0:
+                    gtime.sleep(0.001)  # park (goroutine) or sleep (thread) holding it
+                count[0] = v + 1
+
+    threads = [start(work) for _ in range(4)]
+    other_m = start(lambda: in_goroutines(*(work for _ in range(10))))
+    in_goroutines(*(work for _ in range(10)))
+    other_m.join(PEER * 3)
+    for t in threads:
+        t.join(PEER * 3)
+    assert other_m.error is None
+    assert count[0] == rounds * 24

@@ -165,6 +165,13 @@ def _shrink(buf: bytearray, n: int) -> bytes:
     return bytes(buf)
 
 
+def _is_ip_literal(host: str) -> bool:
+    """An IPv4 or IPv6 address (a ``%scope`` suffix allowed), not a name."""
+    if _is_numeric_host(_std.AF_INET, host):
+        return True
+    return _std.has_ipv6 and _is_numeric_host(_std.AF_INET6, host.split("%", 1)[0])
+
+
 def _is_numeric_host(family: int, host: str) -> bool:
     try:
         _std.inet_pton(family, host)
@@ -766,7 +773,13 @@ def fromfd(fd: int, family: int, type: int, proto: int = 0) -> socket:
 def getaddrinfo(
     host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
 ) -> list[tuple[Any, Any, int, str, Any]]:
-    """:func:`socket.getaddrinfo`, run in :func:`netpoll.blocking`'s pool from a goroutine."""
+    """:func:`socket.getaddrinfo`, run in :func:`netpoll.blocking`'s pool from a goroutine.
+
+    A numeric host (or None) needs no resolver: it is answered in the caller,
+    saving the pool round trip on every connect to an address.
+    """
+    if host is None or (isinstance(host, str) and _is_ip_literal(host)):
+        return _orig_getaddrinfo(host, port, family, type, proto, flags)
     return _blocking(_orig_getaddrinfo, host, port, family, type, proto, flags)
 
 
