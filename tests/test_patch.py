@@ -165,22 +165,29 @@ def test_patch_all_warns_when_too_late(backend: str, tmp_path: Path) -> None:
         import json, socket, warnings
         import early_user
         keep = socket.socket()  # a stdlib socket made before patching
+        import threading
+        stop = threading.Event()
+        t = threading.Thread(target=stop.wait, name="early-worker")
+        t.start()
         import netpoll.patch
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             netpoll.patch.all()
         msgs = [str(x.message) for x in w if issubclass(x.category, netpoll.patch.PatchWarning)]
         keep.close()
+        stop.set()
+        t.join()
         print(json.dumps({"msgs": msgs}))
         """,
         backend=backend,
         tmp_path=tmp_path,
     )
     msgs = out["msgs"]
-    assert isinstance(msgs, list) and len(msgs) == 2, msgs
+    assert isinstance(msgs, list) and len(msgs) == 3, msgs
     assert "early_user" in msgs[0]
     assert "socket.create_connection" in msgs[0] and "threading.Lock" in msgs[0]
     assert "stdlib socket" in msgs[1]
+    assert "1 thread(s)" in msgs[2] and "early-worker" in msgs[2]
 
 
 def test_patch_library_http_client_in_a_child(backend: str) -> None:
