@@ -213,8 +213,15 @@ class socket(_StdSocket):
             made.detach()
         else:
             raw = _RawSocket(family, type, proto, fileno=fileno)
-        raw.setblocking(False)
-        _StdSocket.__init__(self, raw.family, raw.type, raw.proto, fileno=raw.fileno())
+        try:
+            raw.setblocking(False)
+            _StdSocket.__init__(self, raw.family, raw.type, raw.proto, fileno=raw.fileno())
+        except BaseException:
+            if fileno is None:
+                raw.close()
+            else:
+                raw.detach()  # a failed constructor leaves the caller's descriptor open
+            raise
         self._adopt_raw(raw)
 
     def _adopt_raw(self, raw: _RawSocket) -> None:
