@@ -128,6 +128,14 @@ def test_patch_all_in_a_child(backend: str) -> None:
             netpoll.go(ev.set)
             result["queue"] = q.get(timeout=10)
             t.join(10)
+            # Stdlib machinery built on the patched modules after all():
+            # netpoll's own pool (Futures on green conditions) and subprocess
+            # (its selectors and locks are green now).
+            import subprocess, sys
+            result["blocking"] = netpoll.blocking(lambda: 42)
+            proc = subprocess.run([sys.executable, "-c", "print('child')"],
+                                  capture_output=True, text=True, timeout=30)
+            result["subprocess"] = proc.stdout.strip()
         netpoll.run(main)
         result["answers"] = sorted(answers)
         result["ticks"] = len(ticks)
@@ -154,6 +162,8 @@ def test_patch_all_in_a_child(backend: str) -> None:
     assert out["answers"] == sorted(f"/gated/{i}" for i in range(8))
     assert isinstance(out["ticks"], int) and out["ticks"] >= 5
     assert out["queue"] == "from-thread"
+    assert out["blocking"] == 42
+    assert out["subprocess"] == "child"
 
 
 def test_patch_all_warns_when_too_late(backend: str, tmp_path: Path) -> None:
