@@ -56,8 +56,10 @@ Trade-offs, compared:
   the green class, which a stdlib socket made elsewhere does not pass.
 
 Neither patches ``subprocess``, ``os.read``/``os.write`` on pipes, or
-``signal``: ``subprocess.run`` and ``Popen.wait`` in a goroutine block its M
-(wrap them in :func:`netpoll.blocking`); for pipes use ``netpoll``'s own
+``signal``: ``Popen.wait`` is a blocking ``waitpid``, so ``subprocess.run``
+and ``Popen.wait`` in a goroutine block its M (wrap them in
+:func:`netpoll.blocking`; after :func:`all`, ``communicate`` itself waits
+through the green selectors); for pipes use ``netpoll``'s own
 file descriptors or :func:`netpoll.blocking`; signal handlers run in the
 main thread between bytecodes as always (an M blocked in its poller wakes
 with ``EINTR`` and runs them).  ``threading.Thread`` and
