@@ -59,13 +59,12 @@ Neither patches ``subprocess``, ``os.read``/``os.write`` on pipes, or
 ``signal``: ``Popen.wait`` is a blocking ``waitpid``, so ``subprocess.run``
 and ``Popen.wait`` in a goroutine block its M (wrap them in
 :func:`netpoll.blocking`; after :func:`all`, ``communicate`` itself waits
-through the green selectors); for pipes use ``netpoll``'s own
-file descriptors or :func:`netpoll.blocking`; signal handlers run in the
-main thread between bytecodes as always (an M blocked in its poller wakes
-with ``EINTR`` and runs them).  ``threading.Thread`` and
-``queue.SimpleQueue`` stay the stdlib's (``threading.local`` becomes
-per-goroutine) (see :mod:`netpoll.green.threading`
-and :mod:`netpoll.green.queue`).
+through the green selectors); a pipe read with ``os.read`` blocks too
+(wrap it in :func:`netpoll.blocking`); signal handlers run in the main
+thread between bytecodes as always (an M blocked in its poller wakes with
+``EINTR`` and runs them).  ``threading.Thread`` and ``queue.SimpleQueue``
+stay the stdlib's, and ``threading.local`` becomes per-goroutine (see
+:mod:`netpoll.green.threading` and :mod:`netpoll.green.queue`).
 """
 
 from __future__ import annotations
