@@ -25,6 +25,7 @@ import netpoll.green.ssl as gssl
 import netpoll.green.threading as gt
 import netpoll.green.time as gtime
 from netpoll.green import queue as gq
+from netpoll.testing import Faults
 from tests.helpers.tls import Certs, certs, start
 
 PEER = 10.0
@@ -448,3 +449,56 @@ def test_lock_under_contention_from_goroutines_and_threads(backend: str) -> None
         t.join(PEER * 3)
     assert other_m.error is None
     assert count[0] == rounds * 24
+
+
+def test_ssl_records_go_through_the_hooks_while_faults_watch(pki: Certs, backend: str) -> None:
+    """A TLS socket made while a fault plugin watches reads runs on memory BIOs:
+    its records pass the read/write hooks, so short reads and resets reach it."""
+    server_ctx = pki.server_context()
+    ls = socket.create_server(("127.0.0.1", 0))
+    ls.settimeout(PEER)
+    port = ls.getsockname()[1]
+
+    def serve() -> None:
+        for _ in range(2):
+            raw, _ = ls.accept()
+            raw.settimeout(PEER)
+            try:
+                with server_ctx.wrap_socket(raw, server_side=True) as c:
+                    while data := c.recv(65536):
+                        c.sendall(data)
+            except OSError:
+                pass  # the reset connection
+
+    peer = start(serve)
+    ctx = _green_client_context(pki)
+    payload = bytes(range(256)) * 80  # 20 KiB
+
+    def echo(s: std_ssl.SSLSocket) -> bytes:
+        s.sendall(payload)
+        got = b""
+        while len(got) < len(payload):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        return got
+
+    with Faults() as f:
+        short = f.short("read", 7)
+        raw = gsocket.create_connection(("127.0.0.1", port), timeout=PEER)
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            assert echo(s) == payload
+            assert s.version() in ("TLSv1.2", "TLSv1.3") and s.getpeercert()
+        assert short.fired > 100  # every record arrived 7 bytes at a time, through the hook
+        short.remove()
+        reset = f.reset_after(8000, times=1)  # past the handshake, inside the echo
+        raw = gsocket.create_connection(("127.0.0.1", port), timeout=PEER)
+        with (
+            ctx.wrap_socket(raw, server_hostname="localhost") as s,
+            pytest.raises(ConnectionResetError),
+        ):
+            echo(s)
+        assert reset.fired >= 1
+    peer.join(PEER)
+    ls.close()

@@ -152,6 +152,17 @@ class _Flagged:
         return getattr(self._raw, name)
 
 
+def _set_pd_deadline(fd: FD, d: float, mode: int) -> None:
+    """``FD.set_*_deadline`` without the wall-clock round trip (``d``: monotonic, 0 clears)."""
+    fd.incref()
+    try:
+        pd = fd.pd
+        if pd is not None:
+            pd.set_deadline(d, mode)
+    finally:
+        fd.decref()
+
+
 def _shrink(buf: bytearray, n: int) -> bytes:
     """The first ``n`` bytes of ``buf`` as bytes.
 
@@ -264,15 +275,39 @@ class socket(_StdSocket):
         """Set this call's deadline from the timeout (None: none)."""
         t = self._gtimeout
         if t is not None:
-            # FD.set_*_deadline without the wall-clock round trip: the
-            # pollDesc keeps monotonic deadlines.
-            fd.incref()
-            try:
-                pd = fd.pd
-                if pd is not None:
-                    pd.set_deadline(_monotonic() + t, mode)
-            finally:
-                fd.decref()
+            _set_pd_deadline(fd, _monotonic() + t, mode)
+
+    def _recv_until(self, n: int, deadline: float | None, nonblocking: bool) -> bytes:
+        """Up to ``n`` bytes through the read hook, parking until ``deadline`` (monotonic).
+
+        For the TLS layer's memory BIOs: ``BlockingIOError`` if ``nonblocking``
+        and nothing is queued.
+        """
+        raw = self._live_raw()
+        buf = bytearray(n)
+        if nonblocking:
+            return _shrink(buf, _table.read(raw, buf))
+        fd = self._get_fd()
+        try:
+            _set_pd_deadline(fd, 0.0 if deadline is None else deadline, MODE_R)
+            k = fd.readinto(buf)
+        except DeadlineExceededError:
+            raise _timed_out() from None
+        except NetClosingError:
+            raise _ebadf() from None
+        return _shrink(buf, k)
+
+    def _send_until(self, data: bytes, deadline: float | None) -> None:
+        """All of ``data`` through the write hook, parking until ``deadline`` (monotonic)."""
+        self._live_raw()
+        fd = self._get_fd()
+        try:
+            _set_pd_deadline(fd, 0.0 if deadline is None else deadline, MODE_W)
+            fd.write(data)
+        except DeadlineExceededError:
+            raise _timed_out() from None
+        except NetClosingError:
+            raise _ebadf() from None
 
     def _io(self, mode: int, attempt: Callable[[], _T]) -> _T:
         """Run ``attempt`` (which raises BlockingIOError on EAGAIN) with the timeout.
