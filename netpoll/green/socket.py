@@ -31,8 +31,9 @@ pollDesc.
   ``sendmsg``, flagged ``recvfrom``/``sendto``, ``bind``, ``setsockopt`` and
   ``socketpair`` call the OS directly (the hook specification has no entry
   for them).  Over TLS (:mod:`netpoll.green.ssl`) OpenSSL reads and writes
-  the descriptor itself, so the data calls bypass the hooks there; the
-  connect still goes through them.
+  the descriptor itself, bypassing the hooks, unless a plugin watched them
+  when the TLS connection started (then it runs on memory BIOs over the
+  hooked calls).
 * **Lookups** (``getaddrinfo``, ``gethostbyname``, ...) and a ``connect``
   to a host name run in :func:`netpoll.blocking`'s thread pool from a
   goroutine, so a slow resolver does not stop its M.

@@ -12,10 +12,15 @@ stdlib's do).  A plain connect/accept under the TLS socket is the green
 socket's (through the syscall hooks).
 
 **Fault injection:** OpenSSL's own ``read``/``write`` of the descriptor do
-not pass through netpoll's syscall hooks, so ``netpoll.testing.Faults``
-rules on ``read``/``write`` do not reach TLS traffic of these sockets
-(connect/accept/close rules do).  For TLS whose every byte is injectable, use
-``netpoll.tls`` (the memory-BIO path over a netpoll conn).
+not pass through netpoll's syscall hooks.  So a TLS socket whose first TLS
+call (the handshake, normally) comes while a plugin wraps the ``read`` or
+``write`` hook, as a ``netpoll.testing.Faults`` rule on them does, runs on
+memory BIOs instead: OpenSSL reads and writes two ``MemoryBIO`` objects and
+this class moves the records through the green socket's hooked ``recv`` and
+``send`` path, so the rules reach the TLS traffic (the mode is chosen once
+per connection; one made before the rules keeps the direct path).  It is
+the same C TLS object either way (``SSLContext._wrap_bio`` rather than
+``_wrap_socket``), so every ``SSLSocket`` method works in both modes.
 
 :class:`SSLContext` is the stdlib's with ``sslsocket_class`` set to
 :class:`SSLSocket`; ``create_default_context`` and the other module
