@@ -35,6 +35,8 @@ DYNAMIC_IMPORTERS = {"import_module", "__import__", "spec_from_file_location", "
 COMPUTED_IMPORTS = {
     ("netpoll.core.plugins", "_load_plugins"): "NETPOLL_PLUGINS: modules the user names",
     ("netpoll.testing", "__getattr__"): "lazy exports: the testing modules in _EXPORTS",
+    ("netpoll.patch", "_std"): "the stdlib module being patched (socket, ssl, ...)",
+    ("netpoll.patch", "library"): "the installed package the user names",
 }
 
 
@@ -279,7 +281,7 @@ def test_core_never_imports_net_or_backends() -> None:
         for m, deps in GRAPH.items()
         if _layer(m) == "core"
         for dep in deps
-        if _layer(dep) in ("net", "backends", "testing", "bench")
+        if _layer(dep) in ("net", "backends", "testing", "bench", "green", "patch", "socket")
     ]
     assert not bad, bad
 
@@ -304,3 +306,24 @@ def test_the_core_modules_a_backend_may_import_are_leaves() -> None:
     core = sorted(m for m in BACKEND_MAY_IMPORT if _layer(m) == "core")
     assert core == ["netpoll.core.hookspecs", "netpoll.core.wakefd"]
     assert {m: GRAPH[m] for m in core} == {m: set() for m in core}
+
+
+def test_green_modules_import_only_core_and_green() -> None:
+    # The green stdlib modules sit on the core (FD, pollDesc, scheduler);
+    # netpoll.patch and netpoll.socket sit on them.  Nothing below imports them.
+    bad = [
+        f"{m} imports {dep}"
+        for m, deps in GRAPH.items()
+        if _layer(m) == "green"
+        for dep in deps
+        if _layer(dep) not in ("core", "green")
+    ]
+    users = [
+        f"{m} imports {dep}"
+        for m, deps in GRAPH.items()
+        if _layer(m) not in ("green", "patch", "socket")
+        for dep in deps
+        if _layer(dep) in ("green", "patch")
+    ]
+    assert not bad, bad
+    assert not users, users
