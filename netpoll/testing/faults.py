@@ -43,6 +43,18 @@ The same conventions hold for every helper:
     Structured :class:`Injection` records, in order: which rule, which call
     kind and fd, the ``action`` taken and its ``errno``/``value``.
 
+The path of a rule, from the call that adds it to the syscall: a helper
+(``f.short("read", 3)``) makes a :class:`Rule`; ``Faults._add`` appends it
+to ``Faults._rules`` and sets ``Faults._filter``, the one filter of this
+Faults, on the Switch for each kind the rule injects into (``rule.kinds``)
+or watches (``rule.watch``).  The Switch registers its hook for that kind
+and the syscall table calls it (see "How a filter reaches a call" in
+:mod:`netpoll.testing.switch`).  On each call the Switch calls
+``Faults._filter``, which calls ``before`` of every rule naming the kind:
+``_Short.before`` sets ``status.max_bytes``, and the Switch hands the OS
+call a buffer cut to that size; ``_ResetAfter.before`` does the same up to
+the byte boundary, then raises ``ECONNRESET``.
+
 Nesting two ``Faults()``: each creates and installs its own Switch, and the
 one installed last wraps the calls *outside* the other, so it sees every
 call first.  A call its rule fails before the syscall never reaches the

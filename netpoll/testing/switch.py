@@ -6,8 +6,8 @@ friends with the methods of a ``net/internal/socktest.Switch``
 statistics; ``sys_unix.go``: one wrapper per system call).  Here the same
 thing is a pluggy plugin that anyone may use, not a test-only hack: the
 syscalls are hooks (:mod:`netpoll.core.hookspecs`), and a :class:`Switch`
-registers new-style ``wrapper=True`` implementations on the runtime's plugin
-manager while it is installed::
+registers its hook implementations on the runtime's plugin manager while it
+is installed::
 
     with Switch() as sw:
         sw.set("connect", lambda st: (_ for _ in ()).throw(ConnectionRefusedError(...)))
@@ -23,9 +23,10 @@ Filters
     with ``result``/``error`` filled in and may replace the outcome: raise to
     fail the call, return a non-``None`` value to make it the result, or edit
     ``status.result``/``status.error`` in place (setting ``error = None``
-    turns a failure into a success).  A before filter of a read/write kind
-    may also set ``status.max_bytes`` to make the real call see only that
-    much of the buffer: a short read or write.
+    turns a failure into a success).  A before filter of an I/O kind (read,
+    write, recvfrom, sendto) may also set ``status.max_bytes`` to make the
+    real call see only that much of the buffer: a short read or write (for
+    any other kind it fails the call with :class:`ValueError`).
 
 No leaks by injection
     A socket (``socket``) or connection (``accept``) that the OS did create
@@ -54,15 +55,35 @@ Sockets (:meth:`Switch.sockets`)
     Every fd the Switch saw opened (``socket`` or ``accept``) and not yet
     closed, with the stack where it was opened: the leak report.
 
+How a filter reaches a call
+    One table, :attr:`Switch._chain`: kind -> the ``(owner, filter)`` pairs
+    of its layers (:meth:`Switch.set` is the layer of owner ``None``; a
+    :class:`~netpoll.testing.faults.Faults` is another).  Changing it
+    (:meth:`Switch.set_layer`) registers or unregisters the Switch's hook for
+    that kind on the plugin manager (``_sync_locked``): a bound method named
+    after the hook (``Switch._read``, ``Switch._connect``...), in a plugin
+    object of its own.  The manager then rebuilds the syscall table
+    (:mod:`netpoll.core.plugins`), whose entry for the hook now goes through
+    pluggy, which calls the method.  The method runs the kind's filters
+    around the call: the socket and poller kinds are ``wrapper=True``
+    implementations (``_call``: filters, ``yield`` to the rest of the call,
+    after filters); the I/O kinds are plain ``tryfirst`` implementations
+    (``_io``) that make the call themselves, through the implementations
+    registered under them (another Switch's, then the OS call), so they can
+    pass on a buffer cut to ``Status.max_bytes``.  pluggy runs every wrapper
+    before any plain implementation, so another plugin's wrapper of an I/O
+    hook sees the Switch's outcome whichever was registered first.
+
 Cost
-    The socket/connect/listen/accept/getsockopt/close wrappers are always
+    The socket/connect/listen/accept/getsockopt/close hooks are always
     registered while the Switch is installed: the statistics need them, and
     these calls are rare.  The hot-path hooks (``read``, ``write``,
     ``recvfrom``, ``sendto``) and the poller hooks (``netpollopen``,
-    ``netpoll``, and ``netpollwait``, a parked plain thread's own wait) get
-    a wrapper only while a filter for them is set, so reads, writes and
+    ``netpoll``, and ``netpollwait``, a parked plain thread's own wait) are
+    registered only while a filter for them is set, so reads, writes and
     waits of a Switch without such filters still go straight to the OS
-    through the syscall table.  Uninstalling leaves nothing behind.
+    through the syscall table (its ``read_direct``... flags stay True).
+    Uninstalling leaves nothing behind.
 
 Thread safety
     Filters run in the calling thread (several at once); the tables are
