@@ -550,6 +550,34 @@ class Switch:
             self._after(st, afters)
         return real
 
+    @staticmethod
+    def _outcome(st: Status) -> Any:
+        if st.error is not None:
+            raise st.error
+        return st.result
+
+    # -- the I/O kinds: plain implementations that make the call themselves ------
+
+    @hookimpl(tryfirst=True)
+    def _read(self, sock: Any, buf: Any) -> Any:
+        """Filters around ``read``."""
+        return self._io("read", {"sock": sock, "buf": buf}, "buf")
+
+    @hookimpl(tryfirst=True)
+    def _write(self, sock: Any, data: Any) -> Any:
+        """Filters around ``write``."""
+        return self._io("write", {"sock": sock, "data": data}, "data")
+
+    @hookimpl(tryfirst=True)
+    def _recvfrom(self, sock: Any, buf: Any) -> Any:
+        """Filters around ``recvfrom``."""
+        return self._io("recvfrom", {"sock": sock, "buf": buf}, "buf")
+
+    @hookimpl(tryfirst=True)
+    def _sendto(self, sock: Any, data: Any, address: Any) -> Any:
+        """Filters around ``sendto``."""
+        return self._io("sendto", {"sock": sock, "data": data, "address": address}, "data")
+
     def _io(self, kind: str, args: dict[str, Any], key: str) -> Any:
         """The I/O kinds' path: filters around the call, passed on with ``args[key]`` cut short.
 
@@ -585,8 +613,9 @@ class Switch:
         pluggy's order for a ``firstresult`` hook: the ones registered
         earlier (another Switch's, then the OS call of
         :mod:`netpoll.core.syscalls`, which is ``trylast``), newest first,
-        until one returns a value.  pluggy lists plain implementations before
-        wrappers, oldest first.
+        until one returns a value.  ``get_hookimpls()`` lists the plain
+        implementations first, in the reverse of the order they are called
+        in, then the wrappers.
         """
         mine = self._plugins.get(kind)
         under = []
@@ -600,15 +629,37 @@ class Switch:
                 return result
         return None
 
-    @staticmethod
-    def _outcome(st: Status) -> Any:
-        if st.error is not None:
-            raise st.error
-        return st.result
+    # -- the poller kinds: wrappers -----------------------------------------------
 
-    # -- per-syscall bookkeeping (Go's sys_unix.go) ---------------------------
+    @hookimpl(wrapper=True)
+    def _netpollopen(self, poller: Any, fd: int, token: object) -> Generator[None, Any, Any]:
+        """Filters around registering an fd with the poller."""
+        return (yield from self._poller("netpollopen", fd, {"fd": fd, "token": token}))
 
-    def _h_socket(self, family: int, type: int, proto: int) -> Generator[None, Any, Any]:
+    @hookimpl(wrapper=True)
+    def _netpoll(self, poller: Any, timeout: float | None) -> Generator[None, Any, Any]:
+        """Filters around one wait of an M's poller (result: ``[(token, modes)]``)."""
+        return (yield from self._poller("netpoll", -1, {"timeout": timeout}))
+
+    @hookimpl(wrapper=True)
+    def _netpollwait(
+        self, poller: Any, fd: int, mode: int, wake_fd: int, timeout: float | None
+    ) -> Generator[None, Any, Any]:
+        """Filters around one wait of a parked thread (result: ready modes)."""
+        args = {"mode": mode, "wake_fd": wake_fd, "timeout": timeout}
+        return (yield from self._poller("netpollwait", fd, args))
+
+    def _poller(self, kind: str, fd: int, args: dict[str, Any]) -> Generator[None, Any, Any]:
+        info = self._sotab.get(fd)
+        st = Status(kind, info.cookie if info is not None else NO_COOKIE, fd, args)
+        yield from self._call(st)
+        return self._outcome(st)
+
+    # -- the socket kinds: wrappers, with the bookkeeping (Go's sys_unix.go) -----
+
+    @hookimpl(wrapper=True)
+    def _socket(self, family: int, type: int, proto: int) -> Generator[None, Any, Any]:
+        """Go's ``Switch.Socket``: filters around ``socket``; counts it, records the new fd."""
         cookie = Cookie(family, type & ~_TYPE_FLAGS, proto)
         st = Status("socket", cookie, -1, {"family": family, "type": type, "proto": proto})
         try:
@@ -641,7 +692,9 @@ class Switch:
             else:
                 s.accepted += 1
 
-    def _h_accept(self, sock: Any) -> Generator[None, Any, Any]:
+    @hookimpl(wrapper=True)
+    def _accept(self, sock: Any) -> Generator[None, Any, Any]:
+        """Go's ``Switch.Accept``: filters around ``accept``; counts it, records the new fd."""
         fd = _fileno(sock)
         cookie = self.cookie_of(fd, sock)
         st = Status("accept", cookie, fd, {"sock": sock})
@@ -670,7 +723,9 @@ class Switch:
                 s = self._stat_locked(info.cookie)
                 setattr(s, counter, getattr(s, counter) + 1)
 
-    def _h_connect(self, sock: Any, address: Any) -> Generator[None, Any, Any]:
+    @hookimpl(wrapper=True)
+    def _connect(self, sock: Any, address: Any) -> Generator[None, Any, Any]:
+        """Go's ``Switch.Connect``: filters around ``connect``; counts its outcome."""
         fd = _fileno(sock)
         st = Status("connect", self.cookie_of(fd, sock), fd, {"sock": sock, "address": address})
         try:
@@ -696,7 +751,9 @@ class Switch:
             else:
                 s.connect_failed += 1
 
-    def _h_listen(self, sock: Any, backlog: int) -> Generator[None, Any, Any]:
+    @hookimpl(wrapper=True)
+    def _listen(self, sock: Any, backlog: int) -> Generator[None, Any, Any]:
+        """Go's ``Switch.Listen``: filters around ``listen``; counts it."""
         fd = _fileno(sock)
         st = Status("listen", self.cookie_of(fd, sock), fd, {"sock": sock, "backlog": backlog})
         try:
@@ -707,7 +764,9 @@ class Switch:
         self._count(fd, "listen_failed" if st.error is not None else "listened")
         return self._outcome(st)
 
-    def _h_getsockopt(self, sock: Any, level: int, option: int) -> Generator[None, Any, Any]:
+    @hookimpl(wrapper=True)
+    def _getsockopt_int(self, sock: Any, level: int, option: int) -> Generator[None, Any, Any]:
+        """Go's ``Switch.GetsockoptInt``: filters around it; an ``SO_ERROR`` ends a connect."""
         fd = _fileno(sock)
         st = Status(
             "getsockopt",
@@ -752,7 +811,9 @@ class Switch:
             else:
                 s.connect_failed += 1
 
-    def _h_close(self, sock: Any) -> Generator[None, Any, Any]:
+    @hookimpl(wrapper=True)
+    def _close(self, sock: Any) -> Generator[None, Any, Any]:
+        """Go's ``Switch.Close``: filters around ``close``; the fd leaves the table."""
         fd = _fileno(sock)
         st = Status("close", self.cookie_of(fd, sock), fd, {"sock": sock})
         # Forget the fd *before* it is closed: the moment close(2) returns,
@@ -789,82 +850,6 @@ class Switch:
                 s.close_failed += 1
             else:
                 s.closed += 1
-
-    def _h_poller(self, kind: str, fd: int, args: dict[str, Any]) -> Generator[None, Any, Any]:
-        info = self._sotab.get(fd)
-        st = Status(kind, info.cookie if info is not None else NO_COOKIE, fd, args)
-        yield from self._call(st)
-        return self._outcome(st)
-
-    # -- the hook implementations (registered one per kind by _sync_locked) ----
-
-    @hookimpl(wrapper=True)
-    def _socket(self, family: int, type: int, proto: int) -> Generator[None, Any, Any]:
-        """Go's ``Switch.Socket``."""
-        return (yield from self._h_socket(family, type, proto))
-
-    @hookimpl(wrapper=True)
-    def _connect(self, sock: Any, address: Any) -> Generator[None, Any, Any]:
-        """Go's ``Switch.Connect``."""
-        return (yield from self._h_connect(sock, address))
-
-    @hookimpl(wrapper=True)
-    def _listen(self, sock: Any, backlog: int) -> Generator[None, Any, Any]:
-        """Go's ``Switch.Listen``."""
-        return (yield from self._h_listen(sock, backlog))
-
-    @hookimpl(wrapper=True)
-    def _accept(self, sock: Any) -> Generator[None, Any, Any]:
-        """Go's ``Switch.Accept``."""
-        return (yield from self._h_accept(sock))
-
-    @hookimpl(wrapper=True)
-    def _getsockopt_int(self, sock: Any, level: int, option: int) -> Generator[None, Any, Any]:
-        """Go's ``Switch.GetsockoptInt``."""
-        return (yield from self._h_getsockopt(sock, level, option))
-
-    @hookimpl(wrapper=True)
-    def _close(self, sock: Any) -> Generator[None, Any, Any]:
-        """Go's ``Switch.Close``."""
-        return (yield from self._h_close(sock))
-
-    @hookimpl(tryfirst=True)
-    def _read(self, sock: Any, buf: Any) -> Any:
-        """Filters around ``read``."""
-        return self._io("read", {"sock": sock, "buf": buf}, "buf")
-
-    @hookimpl(tryfirst=True)
-    def _write(self, sock: Any, data: Any) -> Any:
-        """Filters around ``write``."""
-        return self._io("write", {"sock": sock, "data": data}, "data")
-
-    @hookimpl(tryfirst=True)
-    def _recvfrom(self, sock: Any, buf: Any) -> Any:
-        """Filters around ``recvfrom``."""
-        return self._io("recvfrom", {"sock": sock, "buf": buf}, "buf")
-
-    @hookimpl(tryfirst=True)
-    def _sendto(self, sock: Any, data: Any, address: Any) -> Any:
-        """Filters around ``sendto``."""
-        return self._io("sendto", {"sock": sock, "data": data, "address": address}, "data")
-
-    @hookimpl(wrapper=True)
-    def _netpollopen(self, poller: Any, fd: int, token: object) -> Generator[None, Any, Any]:
-        """Filters around registering an fd with the poller."""
-        return (yield from self._h_poller("netpollopen", fd, {"fd": fd, "token": token}))
-
-    @hookimpl(wrapper=True)
-    def _netpoll(self, poller: Any, timeout: float | None) -> Generator[None, Any, Any]:
-        """Filters around one wait of an M's poller (result: ``[(token, modes)]``)."""
-        return (yield from self._h_poller("netpoll", -1, {"timeout": timeout}))
-
-    @hookimpl(wrapper=True)
-    def _netpollwait(
-        self, poller: Any, fd: int, mode: int, wake_fd: int, timeout: float | None
-    ) -> Generator[None, Any, Any]:
-        """Filters around one wait of a parked thread (result: ready modes)."""
-        args = {"mode": mode, "wake_fd": wake_fd, "timeout": timeout}
-        return (yield from self._h_poller("netpollwait", fd, args))
 
     def __repr__(self) -> str:
         state = "installed" if self._installed else "not installed"
