@@ -373,3 +373,41 @@ def test_concurrent_use_from_many_threads(backend: str) -> None:
         assert counted["socket"] == n + 1 and counted["close"] == 2 * n + 1
         assert counted["connect"] == n and counted["accept"] >= n
         assert counted["write"] >= 2 * n and counted["read"] >= 2 * n
+
+
+def test_io_filters_of_two_switches_compose(backend: str) -> None:
+    """The Switch installed last sees a read first and passes its cut buffer on to the other.
+
+    Each Switch's ``max_bytes`` reaches the OS call: the smaller limit wins,
+    whichever Switch set it, and the earlier Switch's filter sees the buffer
+    the later one cut.
+    """
+    seen: list[tuple[str, int]] = []
+
+    def limit(name: str, n: int) -> Any:
+        def f(st: Status) -> None:
+            with memoryview(st.args["buf"]) as view:
+                seen.append((name, view.nbytes))
+            st.max_bytes = n
+
+        return f
+
+    with (
+        netpoll.listen("tcp", "127.0.0.1:0") as ln,
+        netpoll.dial("tcp", str(ln.addr()), timeout=2) as c,
+        ln.accept() as s,
+        Switch() as outer,
+        Switch() as inner,
+    ):
+        c.write(b"0123456789")
+        s.set_deadline(time.time() + 2)
+        outer.set("read", limit("outer", 2))
+        inner.set("read", limit("inner", 3))
+        assert s.read(100) == b"01"  # the earlier Switch's smaller limit is kept
+        assert seen == [("inner", 100), ("outer", 3)]
+        inner.set("read", None)
+        assert s.read(100) == b"23"  # the earlier Switch alone
+        outer.set("read", None)
+        inner.set("read", limit("inner", 4))
+        assert s.read(100) == b"4567"  # the later Switch alone
+        assert seen[2:] == [("outer", 100), ("inner", 100)]

@@ -6,11 +6,12 @@ to the function variables of ``net/hook_unix.go`` and
 ``trylast`` hook implementation, and the module itself is the plugin (the
 plugin manager registers it under the name ``netpoll.syscalls``).  While no
 other plugin implements a hook, the syscall table holds the function below
-itself: the hot path costs one Python call on top of the socket method.
+itself, and for ``read`` and ``write`` the table's ``read_direct`` /
+``write_direct`` flags let ``FD`` call the socket method without it.
 
-The functions are named after their hooks; code that needs the real call
-behind a hook (a fault plugin shortening a write) calls them by that name:
-``syscalls.write(sock, view)``.
+The functions are named after their hooks, and they are the bottom of each
+hook's chain: a fault plugin's I/O hook that cuts a buffer passes it on
+down the chain, which ends here.
 """
 
 from __future__ import annotations

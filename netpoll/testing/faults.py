@@ -43,6 +43,18 @@ The same conventions hold for every helper:
     Structured :class:`Injection` records, in order: which rule, which call
     kind and fd, the ``action`` taken and its ``errno``/``value``.
 
+The path of a rule, from the call that adds it to the syscall: a helper
+(``f.short("read", 3)``) makes a :class:`Rule`; ``Faults._add`` appends it
+to ``Faults._rules`` and sets ``Faults._filter``, the one filter of this
+Faults, on the Switch for each kind the rule injects into (``rule.kinds``)
+or watches (``rule.watch``).  The Switch registers its hook for that kind
+and the syscall table calls it (see "How a filter reaches a call" in
+:mod:`netpoll.testing.switch`).  On each call the Switch calls
+``Faults._filter``, which calls ``before`` of every rule naming the kind:
+``_Short.before`` sets ``status.max_bytes``, and the Switch hands the OS
+call a buffer cut to that size; ``_ResetAfter.before`` does the same up to
+the byte boundary, then raises ``ECONNRESET``.
+
 Nesting two ``Faults()``: each creates and installs its own Switch, and the
 one installed last wraps the calls *outside* the other, so it sees every
 call first.  A call its rule fails before the syscall never reaches the
@@ -816,10 +828,9 @@ class Faults:
         self._own = switch is None
         self.switch = switch if switch is not None else Switch()
         self._lock = threading.Lock()
-        self._rules: list[Rule] = []
-        # kind -> (rules injecting into it, rules watching it); tuples are
-        # swapped whole, so the call path reads them without the lock.
-        self._by_kind: dict[str, tuple[tuple[Rule, ...], tuple[Rule, ...]]] = {}
+        # The rules in the order they apply, swapped whole under the lock: the
+        # call path (_filter) reads a snapshot without it.
+        self._rules: tuple[Rule, ...] = ()
         self._pending: list[tuple[object, int]] = []
         # (fd, thread ident) -> modes: wakeups for threads that park in the
         # kernel on their own fd (no M polls it), delivered by their netpollwait.
@@ -1001,15 +1012,13 @@ class Faults:
         """
         return self._add(_Chaos(seed, rate, tuple(kinds), actions, where=where))
 
-    # -- plumbing ----------------------------------------------------------------
+    # -- the path of a rule: added here, called by the Switch ----------------------
 
     def _add(self, rule: _R) -> _R:
         rule._faults = self
         with self._lock:
-            self._rules.append(rule)
-            kinds = self._rebuild_locked()
-        for kind in kinds:
-            self._sync_layer(kind)
+            self._rules = (*self._rules, rule)
+            self._sync_locked(rule.kinds + rule.watch)
         return rule
 
     def _remove(self, rule: Rule) -> None:
@@ -1017,89 +1026,77 @@ class Faults:
         with self._lock:
             if rule not in self._rules:
                 return
-            self._rules.remove(rule)
-            kinds = self._rebuild_locked() | set(rule.kinds) | set(rule.watch)
-        for kind in kinds:
-            self._sync_layer(kind)
+            self._rules = tuple(r for r in self._rules if r is not rule)
+            self._sync_locked(rule.kinds + rule.watch)
 
-    def _rebuild_locked(self) -> set[str]:
-        table: dict[str, tuple[list[Rule], list[Rule]]] = {}
-        for rule in self._rules:
-            for k in rule.kinds:
-                table.setdefault(k, ([], []))[0].append(rule)
-            for k in rule.watch:
-                table.setdefault(k, ([], []))[1].append(rule)
-        self._by_kind = {k: (tuple(a), tuple(b)) for k, (a, b) in table.items()}
-        return set(table)
+    def _sync_locked(self, kinds: tuple[str, ...]) -> None:
+        """Set :meth:`_filter` on the Switch for each of ``kinds`` a rule names; unset the rest.
 
-    def _sync_layer(self, kind: str) -> None:
-        if kind in self._by_kind:
-            self.switch.set_layer(self, kind, self._dispatcher(kind))
-        else:
-            self.switch.set_layer(self, kind, None)
+        This Faults is one layer of its Switch: one filter, the same for every
+        kind.  The Switch registers its hook for the kind when the first
+        filter arrives, and unregisters it when the last one leaves.
+        """
+        for kind in dict.fromkeys(kinds):
+            named = any(kind in r.kinds or kind in r.watch for r in self._rules)
+            self.switch.set_layer(self, kind, self._filter if named else None)
 
-    def _dispatcher(self, kind: str) -> Callable[[Status], AfterFilter | None]:
-        if kind == "netpoll":
-            return self._dispatch_netpoll
-        if kind == "netpollwait":
-            return self._dispatch_netpollwait
+    def _filter(self, st: Status) -> AfterFilter | None:
+        """This Faults' filter: what the Switch calls before each call of a kind a rule names.
 
-        def dispatch(st: Status) -> AfterFilter | None:
-            return self._dispatch(kind, st)
-
-        return dispatch
-
-    def _dispatch(self, kind: str, st: Status) -> AfterFilter | None:
-        injecting, watching = self._by_kind.get(kind, ((), ()))
+        For the call ``st``, in this order: the delivery of readiness that
+        :meth:`_post_ready` posted (``netpoll``, ``netpollwait``), then
+        :meth:`Rule.observe` of the rules watching ``st.kind``, then
+        :meth:`Rule.before` of the rules injecting into it, each in the order
+        the rules were added (a rule that raises cancels the call).  Their
+        after filters come back as one.
+        """
         afters: list[AfterFilter] = []
-        for rule in watching:
-            a = rule.observe(st)
-            if a is not None:
-                afters.append(a)
-        for rule in injecting:
-            a = rule.before(st)
-            if a is not None:
-                afters.append(a)
-        return _combine(afters)
+        if st.kind == "netpoll":
+            if self._pending:
+                # Events are waiting: make this poll return at once to carry them.
+                _break_poller()
+            afters.append(self._drain)
+        elif st.kind == "netpollwait" and self._thread_pending:
+            deliver = self._take_thread_wakeup(st)
+            if deliver is not None:
+                afters.append(deliver)
+        rules = self._rules  # a snapshot: rules come and go under the lock
+        for rule in rules:
+            if st.kind in rule.watch:
+                after = rule.observe(st)
+                if after is not None:
+                    afters.append(after)
+        for rule in rules:
+            if st.kind in rule.kinds:
+                after = rule.before(st)
+                if after is not None:
+                    afters.append(after)
+        if len(afters) <= 1:
+            return afters[0] if afters else None
+        return lambda st: Switch._after(st, afters)
 
-    def _dispatch_netpoll(self, st: Status) -> AfterFilter | None:
-        if self._pending:
-            # Events are waiting: make this poll return at once to carry them.
-            _break_poller()
-        afters: list[AfterFilter] = [self._drain]
-        a = self._dispatch("netpoll", st)
-        if a is not None:
-            afters.append(a)
-        return _combine(afters)
+    def _take_thread_wakeup(self, st: Status) -> AfterFilter | None:
+        """The after filter that adds a posted wakeup to a parked thread's ``netpollwait``."""
+        key = (st.fd, threading.get_ident())
+        want = int(st.args.get("mode") or 0)
+        with self._lock:
+            posted = self._thread_pending.get(key, 0)
+            mode = posted & want
+            if not mode:
+                return None
+            if posted & ~mode:
+                self._thread_pending[key] = posted & ~mode
+            else:
+                del self._thread_pending[key]
+        # The wait must return at once: poke the thread's own wake fd (the
+        # real wait reports it and drains it), then add the event.
+        _current_g().ready()
 
-    def _dispatch_netpollwait(self, st: Status) -> AfterFilter | None:
-        mode = 0
-        if self._thread_pending:
-            key = (st.fd, threading.get_ident())
-            want = int(st.args.get("mode") or 0)
-            with self._lock:
-                posted = self._thread_pending.get(key, 0)
-                mode = posted & want
-                if mode:
-                    if posted & ~mode:
-                        self._thread_pending[key] = posted & ~mode
-                    else:
-                        del self._thread_pending[key]
-        afters: list[AfterFilter] = []
-        if mode:
-            # The wait must return at once: poke the thread's own wake fd
-            # (the real wait reports it and drains it), then add the event.
-            _current_g().ready()
+        def deliver(st: Status) -> None:
+            if st.error is None:
+                st.result = int(st.result or 0) | mode
 
-            def deliver(st: Status) -> None:
-                if st.error is None:
-                    st.result = int(st.result or 0) | mode
-
-            afters.append(deliver)
-        a = self._dispatch("netpollwait", st)
-        if a is not None:
-            afters.append(a)
-        return _combine(afters)
+        return deliver
 
     def _drain(self, st: Status) -> None:
         with self._lock:
@@ -1114,7 +1111,7 @@ class Faults:
         thread that parks on a lock) is woken by a scheduler M: the event is
         added to the next ``netpoll`` result.  A plain thread waits in the
         kernel on the fd itself, where no M looks: the event goes to its own
-        next ``netpollwait`` on that fd (:meth:`_dispatch_netpollwait`).
+        next ``netpollwait`` on that fd (:meth:`_take_thread_wakeup`).
         """
         if fd < 0:
             return
@@ -1146,15 +1143,3 @@ class Faults:
 
 def _kinds(kind: str | Iterable[str]) -> tuple[str, ...]:
     return (kind,) if isinstance(kind, str) else tuple(kind)
-
-
-def _combine(afters: list[AfterFilter]) -> AfterFilter | None:
-    if not afters:
-        return None
-    if len(afters) == 1:
-        return afters[0]
-
-    def after(st: Status) -> None:
-        Switch._after(st, afters)
-
-    return after

@@ -6,8 +6,8 @@ friends with the methods of a ``net/internal/socktest.Switch``
 statistics; ``sys_unix.go``: one wrapper per system call).  Here the same
 thing is a pluggy plugin that anyone may use, not a test-only hack: the
 syscalls are hooks (:mod:`netpoll.core.hookspecs`), and a :class:`Switch`
-registers new-style ``wrapper=True`` implementations on the runtime's plugin
-manager while it is installed::
+registers its hook implementations on the runtime's plugin manager while it
+is installed::
 
     with Switch() as sw:
         sw.set("connect", lambda st: (_ for _ in ()).throw(ConnectionRefusedError(...)))
@@ -23,9 +23,10 @@ Filters
     with ``result``/``error`` filled in and may replace the outcome: raise to
     fail the call, return a non-``None`` value to make it the result, or edit
     ``status.result``/``status.error`` in place (setting ``error = None``
-    turns a failure into a success).  A before filter of a read/write kind
-    may also set ``status.max_bytes`` to make the real call see only that
-    much of the buffer: a short read or write.
+    turns a failure into a success).  A before filter of an I/O kind (read,
+    write, recvfrom, sendto) may also set ``status.max_bytes`` to make the
+    real call see only that much of the buffer: a short read or write (for
+    any other kind it fails the call with :class:`ValueError`).
 
 No leaks by injection
     A socket (``socket``) or connection (``accept``) that the OS did create
@@ -54,15 +55,35 @@ Sockets (:meth:`Switch.sockets`)
     Every fd the Switch saw opened (``socket`` or ``accept``) and not yet
     closed, with the stack where it was opened: the leak report.
 
+How a filter reaches a call
+    One table, :attr:`Switch._chain`: kind -> the ``(owner, filter)`` pairs
+    of its layers (:meth:`Switch.set` is the layer of owner ``None``; a
+    :class:`~netpoll.testing.faults.Faults` is another).  Changing it
+    (:meth:`Switch.set_layer`) registers or unregisters the Switch's hook for
+    that kind on the plugin manager (``_sync_locked``): a bound method named
+    after the hook (``Switch._read``, ``Switch._connect``...), in a plugin
+    object of its own.  The manager then rebuilds the syscall table
+    (:mod:`netpoll.core.plugins`), whose entry for the hook now goes through
+    pluggy, which calls the method.  The method runs the kind's filters
+    around the call: the socket and poller kinds are ``wrapper=True``
+    implementations (``_call``: filters, ``yield`` to the rest of the call,
+    after filters); the I/O kinds are plain ``tryfirst`` implementations
+    (``_io``) that make the call themselves, through the implementations
+    registered under them (another Switch's, then the OS call), so they can
+    pass on a buffer cut to ``Status.max_bytes``.  pluggy runs every wrapper
+    before any plain implementation, so another plugin's wrapper of an I/O
+    hook sees the Switch's outcome whichever was registered first.
+
 Cost
-    The socket/connect/listen/accept/getsockopt/close wrappers are always
+    The socket/connect/listen/accept/getsockopt/close hooks are always
     registered while the Switch is installed: the statistics need them, and
     these calls are rare.  The hot-path hooks (``read``, ``write``,
     ``recvfrom``, ``sendto``) and the poller hooks (``netpollopen``,
-    ``netpoll``, and ``netpollwait``, a parked plain thread's own wait) get
-    a wrapper only while a filter for them is set, so reads, writes and
+    ``netpoll``, and ``netpollwait``, a parked plain thread's own wait) are
+    registered only while a filter for them is set, so reads, writes and
     waits of a Switch without such filters still go straight to the OS
-    through the syscall table.  Uninstalling leaves nothing behind.
+    through the syscall table (its ``read_direct``... flags stay True).
+    Uninstalling leaves nothing behind.
 
 Thread safety
     Filters run in the calling thread (several at once); the tables are
@@ -77,9 +98,9 @@ import threading
 import traceback
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
 from typing import Any, NamedTuple
 
-from netpoll.core import syscalls
 from netpoll.core.hookspecs import hookimpl
 
 __all__ = [
@@ -307,19 +328,18 @@ class Switch:
             pm = runtime.pm
         self._pm = pm
         self._lock = threading.Lock()
-        # kind -> {owner: filter}; owner None is sw.set()'s slot, others are
-        # layers such as a Faults object (so both can filter one kind).
-        self._filters: dict[str, dict[object, Filter]] = {}
-        # kind -> the layers' filters in order, rebuilt on every change, read
-        # without the lock on the call path (a tuple swap is atomic).
-        self._chain: dict[str, tuple[Filter, ...]] = {}
+        # The filter table: kind -> the (owner, filter) pairs of its layers,
+        # in the order the layers were first used.  Owner None is sw.set()'s
+        # slot; a Faults object is another.  A kind is a key only while it has
+        # a filter.  Changed under the lock by swapping a whole tuple in; the
+        # call path reads it without the lock.
+        self._chain: dict[str, tuple[tuple[object, Filter], ...]] = {}
+        # kind -> the plugin object registered for it: the socket kinds while
+        # installed, the others while installed and in _chain (_sync_locked).
+        self._plugins: dict[str, object] = {}
         self._sotab: dict[int, SocketInfo] = {}
         self._stats: dict[Cookie, Stat] = {}
         self._installed = False
-        self._core = _CoreHooks(self)
-        self._ondemand: dict[str, object] = {}
-        self._registered: set[str] = set()
-        self._tls = threading.local()
 
     # -- installation ---------------------------------------------------------
 
@@ -333,10 +353,10 @@ class Switch:
         with self._lock:
             if self._installed:
                 raise RuntimeError("netpoll: this Switch is already installed")
-            self._pm.register(self._core, name=f"netpoll.testing.switch-{id(self):x}")
             self._installed = True
-            for kind in self._chain:
-                self._sync_ondemand_locked(kind)
+            # close before socket: no socket the table records misses its close.
+            for kind in reversed(ALL_KINDS):
+                self._sync_locked(kind)
         return self
 
     def uninstall(self) -> None:
@@ -345,10 +365,8 @@ class Switch:
             if not self._installed:
                 return
             self._installed = False
-            for kind in list(self._registered):
-                self._pm.unregister(self._ondemand[kind])
-            self._registered.clear()
-            self._pm.unregister(self._core)
+            for kind in ALL_KINDS:
+                self._sync_locked(kind)
 
     def __enter__(self) -> Switch:
         return self.install()
@@ -374,64 +392,61 @@ class Switch:
 
     def get(self, kind: str) -> Filter | None:
         """The filter :meth:`set` installed for ``kind``, or None."""
-        return self._filters.get(self.kind_name(kind), {}).get(None)
+        return next((f for o, f in self._chain.get(self.kind_name(kind), ()) if o is None), None)
 
     def set_layer(self, owner: object, kind: str, filter: Filter | None) -> None:
-        """Install ``filter`` for ``kind`` in the layer of ``owner``.
+        """Install ``filter`` for ``kind`` in the layer of ``owner`` (``None`` removes it).
 
         Layers let helpers (:class:`~netpoll.testing.faults.Faults`) filter
         a kind without taking :meth:`set`'s slot.  All layers' before filters
-        run in the order the layers were first used; the after filters they
-        return run in the same order after the call.
+        run in the order the layers were first used (a replaced filter keeps
+        its layer's place); the after filters they return run in the same
+        order after the call.
         """
         kind = self.kind_name(kind)
         with self._lock:
-            layers = self._filters.setdefault(kind, {})
-            if filter is None:
-                layers.pop(owner, None)
-            else:
-                layers[owner] = filter
-            chain = tuple(layers.values())
-            if chain:
-                self._chain[kind] = chain
+            pairs = list(self._chain.get(kind, ()))
+            at = next((i for i, (o, _) in enumerate(pairs) if o is owner), len(pairs))
+            pairs[at : at + 1] = [] if filter is None else [(owner, filter)]
+            if pairs:
+                self._chain[kind] = tuple(pairs)
             else:
                 self._chain.pop(kind, None)
-                del self._filters[kind]
-            if self._installed:
-                self._sync_ondemand_locked(kind)
+            self._sync_locked(kind)
 
     def clear(self) -> None:
         """Remove every filter (all layers)."""
         with self._lock:
             kinds = list(self._chain)
-            self._filters.clear()
             self._chain.clear()
-            if self._installed:
-                for kind in kinds:
-                    self._sync_ondemand_locked(kind)
+            for kind in kinds:
+                self._sync_locked(kind)
 
-    def _sync_ondemand_locked(self, kind: str) -> None:
-        """Register the wrapper of an I/O or poller kind iff it has filters."""
-        if kind in SOCKET_KINDS:
-            return
-        want = kind in self._chain
-        if want and kind not in self._registered:
-            plugin = self._ondemand.get(kind)
-            if plugin is None:
-                plugin = _ONDEMAND_CLASSES[kind](self)
-                self._ondemand[kind] = plugin
+    def _sync_locked(self, kind: str) -> None:
+        """Register this Switch's hook for ``kind`` iff it is needed (the cost model).
+
+        Needed while installed: always for the socket kinds (the statistics
+        and the socket table), and for the I/O and poller kinds only while
+        :attr:`_chain` has a filter for them.  The hook is a bound method of
+        this Switch named after the hook (``_read``, ``_netpoll``...), in a
+        plugin object of its own: pluggy registers every hook of an object at
+        once, and each kind comes and goes alone.
+        """
+        want = self._installed and (kind in SOCKET_KINDS or kind in self._chain)
+        plugin = self._plugins.get(kind)
+        if want and plugin is None:
+            hook = _HOOK_OF[kind]
+            plugin = SimpleNamespace(**{hook: getattr(self, "_" + hook)})
             self._pm.register(plugin, name=f"netpoll.testing.switch-{id(self):x}-{kind}")
-            self._registered.add(kind)
-        elif not want and kind in self._registered:
-            self._pm.unregister(self._ondemand[kind])
-            self._registered.discard(kind)
+            self._plugins[kind] = plugin
+        elif not want and plugin is not None:
+            self._pm.unregister(plugin)
+            del self._plugins[kind]
 
     def wrapped_kinds(self) -> list[str]:
-        """The kinds this Switch currently has a wrapper registered for."""
+        """The kinds this Switch currently has a hook registered for."""
         with self._lock:
-            if not self._installed:
-                return []
-            return [k for k in ALL_KINDS if k in SOCKET_KINDS or k in self._registered]
+            return [k for k in ALL_KINDS if k in self._plugins]
 
     # -- tables -----------------------------------------------------------------
 
@@ -493,9 +508,9 @@ class Switch:
     # -- the call path ------------------------------------------------------------
 
     def _before(self, st: Status) -> list[AfterFilter]:
-        """Run the before filters; raises to cancel; returns the after filters."""
+        """Run the before filters of ``st.kind``; raises to cancel; returns the after filters."""
         afters: list[AfterFilter] = []
-        for f in self._chain.get(st.kind, ()):
+        for _owner, f in self._chain.get(st.kind, ()):
             after = f(st)
             if after is not None:
                 afters.append(after)
@@ -516,7 +531,7 @@ class Switch:
                 st.error = None
 
     def _call(self, st: Status) -> Generator[None, Any, tuple[Any, BaseException | None]]:
-        """Filters around the real call (the ``yield``); outcome left in ``st``.
+        """Filters around the rest of a wrapped call (the ``yield``); outcome left in ``st``.
 
         A before filter's exception propagates from here: the call is
         cancelled.  Otherwise the outcome, as replaced by the after filters,
@@ -524,43 +539,16 @@ class Switch:
         returned, so that a created socket a filter hid can be closed.
         """
         afters = self._before(st)
-        views = self._set_short(st) if st.max_bytes is not None else None
+        if st.max_bytes is not None:
+            raise ValueError(f"netpoll: max_bytes applies to {IO_KINDS}, not {st.kind!r}")
         try:
             st.result = yield
         except BaseException as exc:
             st.error = exc
-        finally:
-            if views is not None:
-                # Release the views at once: the caller may resize its buffer
-                # (FD.read trims a bytearray), which exported views forbid.
-                self._tls.__dict__.pop(st.kind, None)
-                for v in reversed(views):
-                    v.release()
         real = st.result, st.error
         if afters:
             self._after(st, afters)
         return real
-
-    def _set_short(self, st: Status) -> list[memoryview] | None:
-        """Arrange for the real call to see only ``st.max_bytes`` of the buffer."""
-        if st.kind not in IO_KINDS:
-            raise ValueError(f"netpoll: max_bytes applies to {IO_KINDS}, not {st.kind!r}")
-        n = max(0, int(st.max_bytes or 0))
-        base = memoryview(st.args["buf" if st.kind in ("read", "recvfrom") else "data"])
-        flat = base.cast("B") if base.format != "B" or base.ndim != 1 else base
-        if n >= flat.nbytes:
-            if flat is not base:
-                flat.release()
-            base.release()
-            return None
-        short = flat[:n]
-        # Picked up by the tryfirst substitute implementation of the same
-        # plugin: pluggy wrappers cannot change the arguments of the call.
-        setattr(self._tls, st.kind, short)
-        return [base, flat, short] if flat is not base else [base, short]
-
-    def _take_short(self, kind: str) -> Any:
-        return self._tls.__dict__.get(kind)
 
     @staticmethod
     def _outcome(st: Status) -> Any:
@@ -568,9 +556,110 @@ class Switch:
             raise st.error
         return st.result
 
-    # -- per-syscall bookkeeping (Go's sys_unix.go) ---------------------------
+    # -- the I/O kinds: plain implementations that make the call themselves ------
 
-    def _h_socket(self, family: int, type: int, proto: int) -> Generator[None, Any, Any]:
+    @hookimpl(tryfirst=True)
+    def _read(self, sock: Any, buf: Any) -> Any:
+        """Filters around ``read``."""
+        return self._io("read", {"sock": sock, "buf": buf}, "buf")
+
+    @hookimpl(tryfirst=True)
+    def _write(self, sock: Any, data: Any) -> Any:
+        """Filters around ``write``."""
+        return self._io("write", {"sock": sock, "data": data}, "data")
+
+    @hookimpl(tryfirst=True)
+    def _recvfrom(self, sock: Any, buf: Any) -> Any:
+        """Filters around ``recvfrom``."""
+        return self._io("recvfrom", {"sock": sock, "buf": buf}, "buf")
+
+    @hookimpl(tryfirst=True)
+    def _sendto(self, sock: Any, data: Any, address: Any) -> Any:
+        """Filters around ``sendto``."""
+        return self._io("sendto", {"sock": sock, "data": data, "address": address}, "data")
+
+    def _io(self, kind: str, args: dict[str, Any], key: str) -> Any:
+        """The I/O kinds' path: filters around the call, passed on with ``args[key]`` cut short.
+
+        Unlike the other kinds, an I/O kind's hook is a plain
+        implementation, not a wrapper: it makes the call itself
+        (:meth:`_below`), so it can hand the OS a shorter buffer when a
+        before filter set ``st.max_bytes`` (a pluggy wrapper cannot change
+        the arguments of the call it wraps).
+        """
+        sock = args["sock"]
+        fd = _fileno(sock)
+        st = Status(kind, self.cookie_of(fd, sock), fd, args)
+        afters = self._before(st)
+        try:
+            if st.max_bytes is None:
+                st.result = self._below(kind, args)
+            else:
+                # The views are released before the caller gets its buffer
+                # back: it may resize it (FD.read trims a bytearray), which a
+                # live export forbids, even one a traceback still holds.
+                n = max(0, int(st.max_bytes))
+                with memoryview(args[key]) as view, view.cast("B") as flat, flat[:n] as short:
+                    st.result = self._below(kind, {**args, key: short})
+        except BaseException as exc:
+            st.error = exc
+        if afters:
+            self._after(st, afters)
+        return self._outcome(st)
+
+    def _below(self, kind: str, args: dict[str, Any]) -> Any:
+        """Pass an I/O call on to the plain implementations under this Switch's.
+
+        pluggy's order for a ``firstresult`` hook: the ones registered
+        earlier (another Switch's, then the OS call of
+        :mod:`netpoll.core.syscalls`, which is ``trylast``), newest first,
+        until one returns a value.  ``get_hookimpls()`` lists the plain
+        implementations first, in the reverse of the order they are called
+        in, then the wrappers.
+        """
+        mine = self._plugins.get(kind)
+        under = []
+        for impl in getattr(self._pm.hook, _HOOK_OF[kind]).get_hookimpls():
+            if impl.plugin is mine or impl.wrapper or impl.hookwrapper:
+                break
+            under.append(impl)
+        for impl in reversed(under):
+            result = impl.function(*[args[name] for name in impl.argnames])
+            if result is not None:
+                return result
+        return None
+
+    # -- the poller kinds: wrappers -----------------------------------------------
+
+    @hookimpl(wrapper=True)
+    def _netpollopen(self, poller: Any, fd: int, token: object) -> Generator[None, Any, Any]:
+        """Filters around registering an fd with the poller."""
+        return (yield from self._poller("netpollopen", fd, {"fd": fd, "token": token}))
+
+    @hookimpl(wrapper=True)
+    def _netpoll(self, poller: Any, timeout: float | None) -> Generator[None, Any, Any]:
+        """Filters around one wait of an M's poller (result: ``[(token, modes)]``)."""
+        return (yield from self._poller("netpoll", -1, {"timeout": timeout}))
+
+    @hookimpl(wrapper=True)
+    def _netpollwait(
+        self, poller: Any, fd: int, mode: int, wake_fd: int, timeout: float | None
+    ) -> Generator[None, Any, Any]:
+        """Filters around one wait of a parked thread (result: ready modes)."""
+        args = {"mode": mode, "wake_fd": wake_fd, "timeout": timeout}
+        return (yield from self._poller("netpollwait", fd, args))
+
+    def _poller(self, kind: str, fd: int, args: dict[str, Any]) -> Generator[None, Any, Any]:
+        info = self._sotab.get(fd)
+        st = Status(kind, info.cookie if info is not None else NO_COOKIE, fd, args)
+        yield from self._call(st)
+        return self._outcome(st)
+
+    # -- the socket kinds: wrappers, with the bookkeeping (Go's sys_unix.go) -----
+
+    @hookimpl(wrapper=True)
+    def _socket(self, family: int, type: int, proto: int) -> Generator[None, Any, Any]:
+        """Go's ``Switch.Socket``: filters around ``socket``; counts it, records the new fd."""
         cookie = Cookie(family, type & ~_TYPE_FLAGS, proto)
         st = Status("socket", cookie, -1, {"family": family, "type": type, "proto": proto})
         try:
@@ -603,7 +692,9 @@ class Switch:
             else:
                 s.accepted += 1
 
-    def _h_accept(self, sock: Any) -> Generator[None, Any, Any]:
+    @hookimpl(wrapper=True)
+    def _accept(self, sock: Any) -> Generator[None, Any, Any]:
+        """Go's ``Switch.Accept``: filters around ``accept``; counts it, records the new fd."""
         fd = _fileno(sock)
         cookie = self.cookie_of(fd, sock)
         st = Status("accept", cookie, fd, {"sock": sock})
@@ -632,7 +723,9 @@ class Switch:
                 s = self._stat_locked(info.cookie)
                 setattr(s, counter, getattr(s, counter) + 1)
 
-    def _h_connect(self, sock: Any, address: Any) -> Generator[None, Any, Any]:
+    @hookimpl(wrapper=True)
+    def _connect(self, sock: Any, address: Any) -> Generator[None, Any, Any]:
+        """Go's ``Switch.Connect``: filters around ``connect``; counts its outcome."""
         fd = _fileno(sock)
         st = Status("connect", self.cookie_of(fd, sock), fd, {"sock": sock, "address": address})
         try:
@@ -658,7 +751,9 @@ class Switch:
             else:
                 s.connect_failed += 1
 
-    def _h_listen(self, sock: Any, backlog: int) -> Generator[None, Any, Any]:
+    @hookimpl(wrapper=True)
+    def _listen(self, sock: Any, backlog: int) -> Generator[None, Any, Any]:
+        """Go's ``Switch.Listen``: filters around ``listen``; counts it."""
         fd = _fileno(sock)
         st = Status("listen", self.cookie_of(fd, sock), fd, {"sock": sock, "backlog": backlog})
         try:
@@ -669,7 +764,9 @@ class Switch:
         self._count(fd, "listen_failed" if st.error is not None else "listened")
         return self._outcome(st)
 
-    def _h_getsockopt(self, sock: Any, level: int, option: int) -> Generator[None, Any, Any]:
+    @hookimpl(wrapper=True)
+    def _getsockopt_int(self, sock: Any, level: int, option: int) -> Generator[None, Any, Any]:
+        """Go's ``Switch.GetsockoptInt``: filters around it; an ``SO_ERROR`` ends a connect."""
         fd = _fileno(sock)
         st = Status(
             "getsockopt",
@@ -714,7 +811,9 @@ class Switch:
             else:
                 s.connect_failed += 1
 
-    def _h_close(self, sock: Any) -> Generator[None, Any, Any]:
+    @hookimpl(wrapper=True)
+    def _close(self, sock: Any) -> Generator[None, Any, Any]:
+        """Go's ``Switch.Close``: filters around ``close``; the fd leaves the table."""
         fd = _fileno(sock)
         st = Status("close", self.cookie_of(fd, sock), fd, {"sock": sock})
         # Forget the fd *before* it is closed: the moment close(2) returns,
@@ -752,18 +851,6 @@ class Switch:
             else:
                 s.closed += 1
 
-    def _h_io(self, kind: str, sock: Any, args: dict[str, Any]) -> Generator[None, Any, Any]:
-        fd = _fileno(sock)
-        st = Status(kind, self.cookie_of(fd, sock), fd, args)
-        yield from self._call(st)
-        return self._outcome(st)
-
-    def _h_poller(self, kind: str, fd: int, args: dict[str, Any]) -> Generator[None, Any, Any]:
-        info = self._sotab.get(fd)
-        st = Status(kind, info.cookie if info is not None else NO_COOKIE, fd, args)
-        yield from self._call(st)
-        return self._outcome(st)
-
     def __repr__(self) -> str:
         state = "installed" if self._installed else "not installed"
         return f"<Switch {state} filters={sorted(self._chain)} open={len(self._sotab)}>"
@@ -774,155 +861,3 @@ def _close_quietly(sock: Any) -> None:
         sock.close()
     except OSError:
         pass
-
-
-# --------------------------------------------------------------------------
-# The plugin objects.  pluggy registers every hookimpl of an object, so the
-# always-on wrappers and each on-demand one live in separate small objects.
-# --------------------------------------------------------------------------
-
-
-class _CoreHooks:
-    """socket/connect/listen/accept/getsockopt/close: always on while installed."""
-
-    def __init__(self, sw: Switch) -> None:
-        self._sw = sw
-
-    @hookimpl(wrapper=True)
-    def socket(self, family: int, type: int, proto: int) -> Generator[None, Any, Any]:
-        """Go's ``Switch.Socket``."""
-        return (yield from self._sw._h_socket(family, type, proto))
-
-    @hookimpl(wrapper=True)
-    def connect(self, sock: Any, address: Any) -> Generator[None, Any, Any]:
-        """Go's ``Switch.Connect``."""
-        return (yield from self._sw._h_connect(sock, address))
-
-    @hookimpl(wrapper=True)
-    def listen(self, sock: Any, backlog: int) -> Generator[None, Any, Any]:
-        """Go's ``Switch.Listen``."""
-        return (yield from self._sw._h_listen(sock, backlog))
-
-    @hookimpl(wrapper=True)
-    def accept(self, sock: Any) -> Generator[None, Any, Any]:
-        """Go's ``Switch.Accept``."""
-        return (yield from self._sw._h_accept(sock))
-
-    @hookimpl(wrapper=True)
-    def getsockopt_int(self, sock: Any, level: int, option: int) -> Generator[None, Any, Any]:
-        """Go's ``Switch.GetsockoptInt``."""
-        return (yield from self._sw._h_getsockopt(sock, level, option))
-
-    @hookimpl(wrapper=True)
-    def close(self, sock: Any) -> Generator[None, Any, Any]:
-        """Go's ``Switch.Close``."""
-        return (yield from self._sw._h_close(sock))
-
-
-class _ReadHooks:
-    def __init__(self, sw: Switch) -> None:
-        self._sw = sw
-
-    @hookimpl(wrapper=True)
-    def read(self, sock: Any, buf: Any) -> Generator[None, Any, Any]:
-        """Filters around ``read``."""
-        return (yield from self._sw._h_io("read", sock, {"sock": sock, "buf": buf}))
-
-    @hookimpl(tryfirst=True, specname="read")
-    def read_short(self, sock: Any, buf: Any) -> Any:
-        """A short read a filter asked for (``Status.max_bytes``); else pass on."""
-        view = self._sw._take_short("read")
-        return None if view is None else syscalls.read(sock, view)
-
-
-class _WriteHooks:
-    def __init__(self, sw: Switch) -> None:
-        self._sw = sw
-
-    @hookimpl(wrapper=True)
-    def write(self, sock: Any, data: Any) -> Generator[None, Any, Any]:
-        """Filters around ``write``."""
-        return (yield from self._sw._h_io("write", sock, {"sock": sock, "data": data}))
-
-    @hookimpl(tryfirst=True, specname="write")
-    def write_short(self, sock: Any, data: Any) -> Any:
-        """A short write a filter asked for; else pass on."""
-        view = self._sw._take_short("write")
-        return None if view is None else syscalls.write(sock, view)
-
-
-class _RecvfromHooks:
-    def __init__(self, sw: Switch) -> None:
-        self._sw = sw
-
-    @hookimpl(wrapper=True)
-    def recvfrom(self, sock: Any, buf: Any) -> Generator[None, Any, Any]:
-        """Filters around ``recvfrom``."""
-        return (yield from self._sw._h_io("recvfrom", sock, {"sock": sock, "buf": buf}))
-
-    @hookimpl(tryfirst=True, specname="recvfrom")
-    def recvfrom_short(self, sock: Any, buf: Any) -> Any:
-        """A truncated receive a filter asked for; else pass on."""
-        view = self._sw._take_short("recvfrom")
-        return None if view is None else syscalls.recvfrom(sock, view)
-
-
-class _SendtoHooks:
-    def __init__(self, sw: Switch) -> None:
-        self._sw = sw
-
-    @hookimpl(wrapper=True)
-    def sendto(self, sock: Any, data: Any, address: Any) -> Generator[None, Any, Any]:
-        """Filters around ``sendto``."""
-        args = {"sock": sock, "data": data, "address": address}
-        return (yield from self._sw._h_io("sendto", sock, args))
-
-    @hookimpl(tryfirst=True, specname="sendto")
-    def sendto_short(self, sock: Any, data: Any, address: Any) -> Any:
-        """A truncated datagram a filter asked for; else pass on."""
-        view = self._sw._take_short("sendto")
-        return None if view is None else syscalls.sendto(sock, view, address)
-
-
-class _NetpollopenHooks:
-    def __init__(self, sw: Switch) -> None:
-        self._sw = sw
-
-    @hookimpl(wrapper=True)
-    def netpollopen(self, poller: Any, fd: int, token: object) -> Generator[None, Any, Any]:
-        """Filters around registering an fd with the poller."""
-        return (yield from self._sw._h_poller("netpollopen", fd, {"fd": fd, "token": token}))
-
-
-class _NetpollHooks:
-    def __init__(self, sw: Switch) -> None:
-        self._sw = sw
-
-    @hookimpl(wrapper=True)
-    def netpoll(self, poller: Any, timeout: float | None) -> Generator[None, Any, Any]:
-        """Filters around one wait of an M's poller (result: ``[(token, modes)]``)."""
-        return (yield from self._sw._h_poller("netpoll", -1, {"timeout": timeout}))
-
-
-class _NetpollwaitHooks:
-    def __init__(self, sw: Switch) -> None:
-        self._sw = sw
-
-    @hookimpl(wrapper=True)
-    def netpollwait(
-        self, poller: Any, fd: int, mode: int, wake_fd: int, timeout: float | None
-    ) -> Generator[None, Any, Any]:
-        """Filters around one wait of a parked thread (result: ready modes)."""
-        args = {"mode": mode, "wake_fd": wake_fd, "timeout": timeout}
-        return (yield from self._sw._h_poller("netpollwait", fd, args))
-
-
-_ONDEMAND_CLASSES: dict[str, Callable[[Switch], object]] = {
-    "read": _ReadHooks,
-    "write": _WriteHooks,
-    "recvfrom": _RecvfromHooks,
-    "sendto": _SendtoHooks,
-    "netpollopen": _NetpollopenHooks,
-    "netpoll": _NetpollHooks,
-    "netpollwait": _NetpollwaitHooks,
-}
