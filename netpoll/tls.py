@@ -325,7 +325,9 @@ class TLSConn(io.RawIOBase):
     ``set_deadline``/``set_read_deadline``/``set_write_deadline``, plus
     :meth:`handshake`, :meth:`connection_state`, :meth:`net_conn` and
     :meth:`as_socket`.  The handshake runs on the first read or write if not
-    called explicitly; deadlines bound it like any I/O.
+    called explicitly; deadlines bound it like any I/O.  ``io_path="memory"``
+    keeps a plain socket conn on the memory-BIO path (see :attr:`io_path`),
+    for a conn that plugins registered later must be able to watch.
     """
 
     def __init__(
@@ -336,8 +338,11 @@ class TLSConn(io.RawIOBase):
         server_side: bool,
         server_hostname: str | None = None,
         session: ssl.SSLSession | None = None,
+        io_path: str | None = None,
     ) -> None:
         super().__init__()
+        if io_path not in (None, "memory"):
+            raise ValueError(f"netpoll.tls: io_path must be None or 'memory', not {io_path!r}")
         if server_side:
             _record_sni(context)
         self._conn = conn
@@ -350,7 +355,7 @@ class TLSConn(io.RawIOBase):
         self._fd: FD | None = None
         self._dup: socket.socket | None = None
         self._read_err: BaseException | None = None  # met after data; raised next read
-        fd = _socket_fd(conn)
+        fd = _socket_fd(conn) if io_path is None else None
         dup = _dup_socket(fd) if fd is not None else None
         try:
             if dup is not None:
@@ -384,8 +389,8 @@ class TLSConn(io.RawIOBase):
         self._eof_fed = False  # the wrapped conn reported EOF into the incoming BIO
         self._plain = bytearray()  # plaintext decrypted ahead by _send_close_notify
         self._write_deadline: float | None = None
-        self._rbuf = bytearray(READ_CHUNK)
-        self._rview = memoryview(self._rbuf)
+        # The memory path's ciphertext buffer; the socket path reads none.
+        self._rview = memoryview(bytearray(READ_CHUNK if self._fd is None else 0))
 
     # -- ciphertext movement ------------------------------------------------------
 
@@ -419,7 +424,7 @@ class TLSConn(io.RawIOBase):
 
     # -- the socket path: OpenSSL does the I/O, we park ---------------------------
 
-    def _drive(self, mode: int, step: Callable[[], bool]) -> None:
+    def _drive(self, mode: int, step: Callable[[], bool], *, wait_first: bool = False) -> None:
         """Run ``step`` (an OpenSSL call on the socket) until it returns True.
 
         ``step`` runs under ``_ssl_lock`` inside ``FD.raw_io``: the FD's read
@@ -435,6 +440,7 @@ class TLSConn(io.RawIOBase):
         assert fd is not None
         lock = self._ssl_lock
         switch = 0
+        first = wait_first
 
         def attempt(_sysfd: int) -> bool:
             nonlocal switch
@@ -452,10 +458,10 @@ class TLSConn(io.RawIOBase):
 
         while True:
             switch = 0
-            fd.raw_io(mode, attempt)
+            fd.raw_io(mode, attempt, wait_first=first)
             if not switch:
                 return
-            mode = switch
+            mode, first = switch, False
 
     def _reset_error(self, exc: OSError, reading: bool) -> OSError:
         """What an OpenSSL EOF error on the socket path really was.
@@ -495,7 +501,7 @@ class TLSConn(io.RawIOBase):
         if dup is None:
             return
         try:
-            dup.recv_into(self._rview)
+            dup.recv_into(bytearray(READ_CHUNK))
         except OSError:
             pass  # nothing there, or the peer is gone: nothing to protect
 
@@ -743,7 +749,10 @@ class TLSConn(io.RawIOBase):
                 return True
 
             try:
-                self._drive(MODE_R, step)
+                # With nothing decrypted or half-read inside OpenSSL (it reads
+                # one record at a time: CPython leaves read-ahead off), only
+                # the socket can satisfy this read.
+                self._drive(MODE_R, step, wait_first=not obj.pending())
             except OSError as exc:
                 raise _ssl_op_error("read", self._conn, exc) from None
             return got
@@ -1058,28 +1067,36 @@ def client(
     server_hostname: str | None = None,
     *,
     session: ssl.SSLSession | None = None,
+    io_path: str | None = None,
 ) -> TLSConn:
     """The client side of TLS over ``conn`` (Go's ``tls.Client``).
 
     ``context`` defaults to :func:`ssl.create_default_context` (verifies the
     certificate and the host name, so ``server_hostname`` is then required).
     The handshake runs on the first read or write, or on :meth:`TLSConn.handshake`.
+    ``io_path="memory"``: see :class:`TLSConn`.
     """
     if context is None:
         context = ssl.create_default_context()
     return TLSConn(
-        conn, context, server_side=False, server_hostname=server_hostname, session=session
+        conn,
+        context,
+        server_side=False,
+        server_hostname=server_hostname,
+        session=session,
+        io_path=io_path,
     )
 
 
-def server(conn: StreamConn, context: ssl.SSLContext) -> TLSConn:
+def server(conn: StreamConn, context: ssl.SSLContext, *, io_path: str | None = None) -> TLSConn:
     """The server side of TLS over ``conn`` (Go's ``tls.Server``).
 
     ``context`` must hold a certificate chain
     (``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)`` +
     ``load_cert_chain``).  The handshake runs on the first read or write.
+    ``io_path="memory"``: see :class:`TLSConn`.
     """
-    return TLSConn(conn, context, server_side=True)
+    return TLSConn(conn, context, server_side=True, io_path=io_path)
 
 
 def dial(
