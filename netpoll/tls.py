@@ -295,16 +295,10 @@ def _wrap_socket(
 
     What ``SSLContext.wrap_bio`` makes, with the socket constructor the
     stdlib's ``SSLSocket`` (and gevent's) uses in place of the BIO one, and
-    without taking the socket over: ``sock`` stays ours to close.  The
-    argument checks are ``SSLSocket``'s.
+    without taking the socket over: ``sock`` stays ours to close.  No
+    argument checks beyond ``wrap_bio``'s, so both paths accept and refuse
+    the same arguments.
     """
-    if server_side:
-        if server_hostname:
-            raise ValueError("server_hostname can only be specified in server mode")
-        if session is not None:
-            raise ValueError("session can only be specified in client mode")
-    if context.check_hostname and not server_hostname:
-        raise ValueError("check_hostname requires server_hostname")
     cls = context.sslobject_class
     obj = cls.__new__(cls)
     hostname = context._encode_hostname(server_hostname)  # type: ignore[attr-defined]

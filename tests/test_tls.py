@@ -622,3 +622,52 @@ def test_write_after_peer_reset_is_an_op_error(backend: str, pki: Certs, tls_pat
                     c.write(b"y" * 65536)
                     time.sleep(0.001)
             assert isinstance(info.value, netpoll.OpError) and info.value.op == "write"
+
+
+def test_io_path_memory_keeps_a_socket_conn_watchable(backend: str, pki: Certs) -> None:
+    with tls.listen("tcp", "127.0.0.1:0", pki.server_context()) as ln:
+        t = start(lambda: _echo_once(ln))
+        conn = netpoll.dial("tcp", str(ln.addr()), timeout=5)
+        with pytest.raises(ValueError, match="io_path must be None or 'memory', not 'sock'"):
+            tls.client(conn, pki.client_context(), "localhost", io_path="sock")
+        with tls.client(conn, pki.client_context(), "localhost", io_path="memory") as c:
+            assert c.io_path == "memory"
+            watch = _Watch()
+            runtime.pm.register(watch, name="tests.tls-watch")
+            try:
+                c.write(b"seen")
+                assert c.read(4) == b"seen"
+            finally:
+                runtime.pm.unregister(watch)
+            assert c.fileno() in watch.fds  # registered after the conn, and still sees it
+        assert t.join_result() == b"seen"
+
+
+def test_close_write_while_the_peer_streams(backend: str, pki: Certs, tls_path: str) -> None:
+    """close_notify goes out mid-stream; every byte the peer sends still arrives, and
+    the peer reads a clean close_notify (not a ragged EOF)."""
+    total = 4 << 20
+    started = threading.Event()
+
+    def handler(s: ssl.SSLSocket) -> bytes:
+        chunk = bytes(range(256)) * 256
+        sent = 0
+        while sent < total:
+            s.sendall(chunk)
+            sent += len(chunk)
+            started.set()
+        return s.recv(10)  # b"" only after a valid close_notify
+
+    port, t, _ = stdlib_tls_server(pki.server_context(), handler)
+    with tls.dial("tcp", f"localhost:{port}", pki.client_context(), timeout=5) as c:
+        assert c.io_path == tls_path
+        c.set_deadline(time.time() + PEER_TIMEOUT)
+        first = c.read(65536)
+        assert started.wait(PEER_TIMEOUT)
+        c.close_write()
+        with pytest.raises(netpoll.OpError, match="tls: protocol is shutdown"):
+            c.write(b"late")
+        rest = c.readall()
+        got = first + rest
+    assert len(got) == total and got == (bytes(range(256)) * 256) * (total // 65536)
+    assert t.join_result() == b""
