@@ -46,6 +46,12 @@ and kept for its life (:attr:`TLSConn.io_path`):
   close_notify alert be made against a socketpair (``SSL_shutdown`` reads
   after it writes, and application data read then is fatal in OpenSSL; see
   :meth:`TLSConn._shutdown_to_bytes`) and then sent in order on the conn.
+  So a socket-path TLSConn holds two descriptors.  Closing only the
+  wrapped conn (``net_conn().close()``, say from another thread to break a
+  parked read) still ends the connection: the TLS operation it wakes, or
+  the next one, finds the conn closed and shuts the dup down (or closes
+  it); with no TLS operation at all the connection stays open until the
+  TLSConn is closed or collected.
 * ``"memory"``: :class:`ssl.SSLObject` over two :class:`ssl.MemoryBIO`
   buffers, every byte of ciphertext through the wrapped conn's
   ``readinto``/``write``.  Used for conns that are not plain sockets
@@ -452,32 +458,68 @@ class TLSConn(io.RawIOBase):
 
         while True:
             switch = 0
-            fd.raw_io(mode, attempt, wait_first=first)
+            try:
+                fd.raw_io(mode, attempt, wait_first=first)
+            except NetClosingError:
+                self._drop_dup_if_conn_gone()
+                raise
             if not switch:
                 return
             mode, first = switch, False
 
+    def _drop_dup_if_conn_gone(self) -> None:
+        """The wrapped conn was closed under us: end the connection the dup keeps open.
+
+        Once the FD's last reference has left (``sysfd`` is -1) no OpenSSL
+        call can be using the dup (each runs holding one), so it is closed.
+        Until then (another woken operation has not left yet) it is shut
+        down, which sends the FIN at once and frees no descriptor number;
+        the TLSConn's close (or collection) closes it.  ``_state_lock`` is
+        held so a concurrent close cannot free the number under the shutdown.
+        """
+        fd = self._fd
+        if fd is None or not fd.closed:
+            return
+        with self._state_lock:
+            dup = self._dup
+            if dup is None:
+                return
+            if fd.sysfd >= 0:
+                try:
+                    dup.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # not connected any more: nothing to end
+                return
+            self._dup = None
+            dup.close()
+
     def _reset_error(self, exc: OSError, reading: bool) -> OSError:
         """What an OpenSSL EOF error on the socket path really was.
 
-        With OpenSSL 3, CPython reports a reset or a broken pipe met inside
-        SSL_read/SSL_write as :class:`ssl.SSLEOFError` (errno lost), where the
-        memory path sees the conn's own ``ConnectionResetError`` or
-        ``BrokenPipeError``.  An empty ``send`` tells them apart without
-        sending anything: it fails on a reset (or shut) socket and succeeds
-        on one that only received a FIN.  A read that met a reset reports
-        ECONNRESET, as the read system call did.  The FD is held by the caller.
+        Before Python 3.13, CPython with OpenSSL 3 reports a system call that
+        failed inside SSL_read/SSL_write (a reset, a broken pipe) as
+        :class:`ssl.SSLEOFError` with no ``reason`` and the errno lost, where
+        the memory path sees the conn's own ``ConnectionResetError`` or
+        ``BrokenPipeError``.  A real end of stream has the reason
+        ``UNEXPECTED_EOF_WHILE_READING``.  A read that failed so met a reset
+        (what else fails a read on an established connection); for a write,
+        an empty ``send`` on the socket (it sends nothing) recovers the
+        error.  The caller holds the FD.
         """
-        if not isinstance(exc, (ssl.SSLEOFError, ssl.SSLSyscallError)):
+        if (
+            not isinstance(exc, ssl.SSLEOFError)
+            or exc.reason is not None
+            or ssl.OPENSSL_VERSION_INFO < (3,)  # 1.1.1: errno kept; this is an EOF
+        ):
             return exc
+        if reading:
+            return ConnectionResetError(errno.ECONNRESET, os.strerror(errno.ECONNRESET))
         dup = self._dup
         if dup is None:
             return exc
         try:
             dup.send(b"")
         except OSError as probe:
-            if reading:
-                return ConnectionResetError(errno.ECONNRESET, os.strerror(errno.ECONNRESET))
             probe.__traceback__ = None
             return probe
         return exc
@@ -491,13 +533,19 @@ class TLSConn(io.RawIOBase):
         path has read one chunk of up to :data:`READ_CHUNK` bytes by then; so
         does this, without waiting.
         """
-        dup = self._dup
-        if dup is None:
+        fd, dup = self._fd, self._dup
+        if fd is None or dup is None:
+            return
+        try:
+            fd.incref()  # the dup is used only while the conn's FD is held
+        except OSError:
             return
         try:
             dup.recv_into(bytearray(READ_CHUNK))
         except OSError:
             pass  # nothing there, or the peer is gone: nothing to protect
+        finally:
+            fd.decref()
 
     def _shutdown_to_bytes(self, sysfd: int) -> bytes:
         """Make close_notify (SSL_shutdown) on the socket path; returns its bytes.
@@ -943,10 +991,11 @@ class TLSConn(io.RawIOBase):
             finally:
                 # After the conn's close returned, no OpenSSL call can run
                 # (each holds a reference on the FD): the dup can go.
-                dup, self._dup = self._dup, None
                 try:
-                    if dup is not None:
-                        dup.close()
+                    with self._state_lock:
+                        dup, self._dup = self._dup, None
+                        if dup is not None:
+                            dup.close()
                 finally:
                     super().close()
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 import time
@@ -671,3 +672,47 @@ def test_close_write_while_the_peer_streams(backend: str, pki: Certs, tls_path: 
         got = first + rest
     assert len(got) == total and got == (bytes(range(256)) * 256) * (total // 65536)
     assert t.join_result() == b""
+
+
+def test_closing_the_wrapped_conn_wakes_a_parked_read_and_ends_the_connection(
+    backend: str, pki: Certs, tls_path: str
+) -> None:
+    """Go's idiom: close the net.Conn under a TLS conn to break its read; the peer sees the end."""
+    with tls.listen("tcp", "127.0.0.1:0", pki.server_context()) as ln:
+
+        def serve() -> bytes:
+            with ln.accept() as conn:
+                conn.set_deadline(time.time() + PEER_TIMEOUT)
+                conn.handshake()
+                return conn.read(10)  # b"": the client's connection went away
+
+        t = start(serve)
+        c = tls.dial("tcp", f"localhost:{ln.addr().port}", pki.client_context(), timeout=5)
+        with c:
+            assert c.io_path == tls_path
+            reader = start(lambda: c.read(1))
+            time.sleep(0.2)
+            assert reader.is_alive()
+            c.net_conn().close()
+            with pytest.raises(netpoll.ErrClosed):
+                reader.join_result()
+            assert t.join_result() == b""  # before the TLSConn itself is closed
+
+
+def test_read_after_peer_reset_is_an_op_error(backend: str, pki: Certs, tls_path: str) -> None:
+    """A reset without close_notify: ConnectionResetError (op "read"), not the end of stream."""
+
+    def handler(s: ssl.SSLSocket) -> None:
+        s.recv(1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    port, t, _ = stdlib_tls_server(pki.server_context(), handler)
+    with tls.dial("tcp", f"localhost:{port}", pki.client_context(), timeout=5) as c:
+        assert c.io_path == tls_path
+        c.set_deadline(time.time() + PEER_TIMEOUT)
+        c.write(b"x")
+        with pytest.raises(ConnectionResetError) as info:
+            c.read(1)
+        assert isinstance(info.value, netpoll.OpError) and info.value.op == "read"
+        assert "connection reset" in str(info.value)
+    t.join_result()
