@@ -371,10 +371,12 @@ class TLSConn(io.RawIOBase):
                     server_hostname=server_hostname,
                     session=session,
                 )
-        except (ValueError, ssl.SSLError) as exc:
+        except BaseException as exc:
             if dup is not None:
                 dup.close()
-            raise _ssl_op_error("handshake", conn, exc) from None
+            if isinstance(exc, (ValueError, ssl.SSLError)):
+                raise _ssl_op_error("handshake", conn, exc) from None
+            raise
         self._ssl_lock = threading.Lock()
         self._in_lock = Mutex()
         self._out_lock = Mutex()
@@ -754,6 +756,8 @@ class TLSConn(io.RawIOBase):
             obj = self._ssl
             read = obj.read
             got = 0
+            with self._ssl_lock:  # a writer may be inside OpenSSL meanwhile
+                pending = obj.pending()
 
             def step() -> bool:
                 # One SSL read gives at most one record.  Go on only after a
@@ -794,7 +798,7 @@ class TLSConn(io.RawIOBase):
                 # With nothing decrypted or half-read inside OpenSSL (it reads
                 # one record at a time: CPython leaves read-ahead off), only
                 # the socket can satisfy this read.
-                self._drive(MODE_R, step, wait_first=not obj.pending())
+                self._drive(MODE_R, step, wait_first=not pending)
             except OSError as exc:
                 raise _ssl_op_error("read", self._conn, exc) from None
             return got

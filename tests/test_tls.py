@@ -716,3 +716,31 @@ def test_read_after_peer_reset_is_an_op_error(backend: str, pki: Certs, tls_path
         assert isinstance(info.value, netpoll.OpError) and info.value.op == "read"
         assert "connection reset" in str(info.value)
     t.join_result()
+
+
+def test_deadline_set_from_another_thread_wakes_a_parked_read(
+    backend: str, pki: Certs, tls_path: str
+) -> None:
+    with tls.listen("tcp", "127.0.0.1:0", pki.server_context()) as ln:
+        release = threading.Event()
+
+        def serve() -> None:
+            with ln.accept() as conn:
+                conn.handshake()
+                release.wait(PEER_TIMEOUT)
+
+        t = start(serve)
+        with tls.dial("tcp", f"localhost:{ln.addr().port}", pki.client_context(), timeout=5) as c:
+            assert c.io_path == tls_path
+            reader = start(lambda: c.read(1))
+            time.sleep(0.2)
+            assert reader.is_alive()
+            c.set_read_deadline(time.time() + 0.1)
+            with pytest.raises(TimeoutError) as info:
+                reader.join_result()
+            assert isinstance(info.value, netpoll.OpError) and info.value.op == "read"
+            assert "i/o timeout" in str(info.value)
+            c.set_read_deadline(None)
+            c.write(b"still usable")  # a read timeout does not break the conn
+        release.set()
+        t.join_result()
