@@ -754,7 +754,8 @@ class TLSConn(io.RawIOBase):
                 self._read_err = None
                 raise err
             obj = self._ssl
-            read = obj.read
+            # The C method itself: SSLObject.read is a Python frame per record.
+            read = obj._sslobj.read  # type: ignore[attr-defined]
             got = 0
             with self._ssl_lock:  # a writer may be inside OpenSSL meanwhile
                 pending = obj.pending()
