@@ -6,10 +6,10 @@ Mirrors Go's ``crypto/tls/tls.go`` (``Client``, ``Server``, ``Dial``,
 ``CloseWrite``, ``ConnectionState``, ``NetConn``; the ``in``/``out``/
 ``handshakeMutex`` locking and the ``activeCall`` interlock between ``Write``
 and ``Close``).  No cryptography of our own: the record layer and the
-handshake are OpenSSL's, driven through :class:`ssl.SSLObject` over two
-:class:`ssl.MemoryBIO` buffers, and every byte of ciphertext moves through the
-wrapped conn's ``readinto``/``write``, so it parks on netpoll's poller, obeys
-that conn's deadlines, and wakes when another thread closes it.
+handshake are OpenSSL's, driven through :class:`ssl.SSLObject`, either on
+the socket itself or over two :class:`ssl.MemoryBIO` buffers (the two paths
+below); either way a TLS operation parks on netpoll's poller, obeys the
+wrapped conn's deadlines, and wakes when another thread closes it.
 
 Locking (as in Go, a read and a write may run at the same time in two
 threads):
@@ -20,12 +20,15 @@ threads):
 * ``_out_lock``: one writer of ciphertext at a time (Go's ``c.out``), held
   while parked, so records leave in the order they were made;
 * ``_ssl_lock``: guards the :class:`ssl.SSLObject` and both BIOs; held only
-  around memory-only OpenSSL calls, never while parked.
+  around OpenSSL calls that cannot block (memory-only, or on the
+  non-blocking socket), never while parked.
 
-A reader that makes output (a post-handshake message needing an answer)
-hands it to whoever holds ``_out_lock``: that holder re-checks the outgoing
-buffer under ``_ssl_lock`` before it lets go, so nothing is stranded and a
-reader never waits behind a parked writer.
+On the memory path a reader that makes output (a post-handshake message
+needing an answer) hands it to whoever holds ``_out_lock``: that holder
+re-checks the outgoing buffer under ``_ssl_lock`` before it lets go, so
+nothing is stranded and a reader never waits behind a parked writer.  On
+the socket path OpenSSL sends such output itself, and a read that must wait
+to send parks for writability (see :meth:`TLSConn._drive`).
 
 Two ways to move the ciphertext, chosen when the :class:`TLSConn` is made
 and kept for its life (:attr:`TLSConn.io_path`):
