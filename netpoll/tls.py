@@ -6,10 +6,10 @@ Mirrors Go's ``crypto/tls/tls.go`` (``Client``, ``Server``, ``Dial``,
 ``CloseWrite``, ``ConnectionState``, ``NetConn``; the ``in``/``out``/
 ``handshakeMutex`` locking and the ``activeCall`` interlock between ``Write``
 and ``Close``).  No cryptography of our own: the record layer and the
-handshake are OpenSSL's, driven through :class:`ssl.SSLObject` over two
-:class:`ssl.MemoryBIO` buffers, and every byte of ciphertext moves through the
-wrapped conn's ``readinto``/``write``, so it parks on netpoll's poller, obeys
-that conn's deadlines, and wakes when another thread closes it.
+handshake are OpenSSL's, driven through :class:`ssl.SSLObject`, either on
+the socket itself or over two :class:`ssl.MemoryBIO` buffers (the two paths
+below); either way a TLS operation parks on netpoll's poller, obeys the
+wrapped conn's deadlines, and wakes when another thread closes it.
 
 Locking (as in Go, a read and a write may run at the same time in two
 threads):
@@ -20,12 +20,50 @@ threads):
 * ``_out_lock``: one writer of ciphertext at a time (Go's ``c.out``), held
   while parked, so records leave in the order they were made;
 * ``_ssl_lock``: guards the :class:`ssl.SSLObject` and both BIOs; held only
-  around memory-only OpenSSL calls, never while parked.
+  around OpenSSL calls that cannot block (memory-only, or on the
+  non-blocking socket), never while parked.
 
-A reader that makes output (a post-handshake message needing an answer)
-hands it to whoever holds ``_out_lock``: that holder re-checks the outgoing
-buffer under ``_ssl_lock`` before it lets go, so nothing is stranded and a
-reader never waits behind a parked writer.
+On the memory path a reader that makes output (a post-handshake message
+needing an answer) hands it to whoever holds ``_out_lock``: that holder
+re-checks the outgoing buffer under ``_ssl_lock`` before it lets go, so
+nothing is stranded and a reader never waits behind a parked writer.  On
+the socket path OpenSSL sends such output itself, and a read that must wait
+to send parks for writability (see :meth:`TLSConn._drive`).
+
+Two ways to move the ciphertext, chosen when the :class:`TLSConn` is made
+and kept for its life (:attr:`TLSConn.io_path`):
+
+* ``"socket"``, the fast path: the wrapped conn is a plain
+  :class:`~netpoll.net.conn.TCPConn` or stream
+  :class:`~netpoll.net.conn.UnixConn` and no plugin watches the ``read`` and
+  ``write`` syscall hooks (the :class:`~netpoll.core.plugins.SyscallTable`
+  entries are the bare functions of :mod:`netpoll.core.syscalls`).  OpenSSL
+  then reads and writes the non-blocking socket itself, the way gevent's
+  ``ssl`` module does (``SSLContext._wrap_socket`` on a socket object, the
+  private constructor the stdlib's ``SSLSocket`` uses too); each
+  ``SSLWantRead``/``SSLWantWrite`` parks on the conn's pollDesc through
+  ``FD.raw_io`` (Go's ``RawRead``/``RawWrite``), so the conn's deadlines,
+  ``close`` from another thread and goroutine parking behave exactly as on
+  the other path.  OpenSSL works on a ``dup`` of the conn's descriptor,
+  which this conn owns and closes after the wrapped conn: the dup lets the
+  close_notify alert be made against a socketpair (``SSL_shutdown`` reads
+  after it writes, and application data read then is fatal in OpenSSL; see
+  :meth:`TLSConn._shutdown_to_bytes`) and then sent in order on the conn.
+  So a socket-path TLSConn holds two descriptors.  Closing only the
+  wrapped conn (``net_conn().close()``, say from another thread to break a
+  parked read) still ends the connection: the TLS operation it wakes, or
+  the next one, finds the conn closed and shuts the dup down (or closes
+  it); with no TLS operation at all the connection stays open until the
+  TLSConn is closed or collected.
+* ``"memory"``: :class:`ssl.SSLObject` over two :class:`ssl.MemoryBIO`
+  buffers, every byte of ciphertext through the wrapped conn's
+  ``readinto``/``write``.  Used for conns that are not plain sockets
+  (:func:`netpoll.pipe`, another TLSConn, custom conns) and whenever a
+  plugin watches reads or writes when the TLSConn is made, so a
+  :class:`netpoll.testing.Faults` rule in place before the conn exists sees
+  (and can break) its TLS traffic.  A plugin registered *after* a
+  ``"socket"`` TLSConn was made does not see that conn's traffic: the path
+  is not switched under a live TLS session.
 
 Errors are :class:`~netpoll.net.errors.OpError` objects (``op`` is
 "handshake", "read", "write" or "close") that keep the ssl error text
@@ -45,6 +83,8 @@ from __future__ import annotations
 
 import errno
 import io
+import os
+import socket
 import ssl
 import threading
 import time
@@ -52,8 +92,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from netpoll.core import syscalls
 from netpoll.core.errors import NetClosingError
+from netpoll.core.fd import FD
+from netpoll.core.hookspecs import MODE_R, MODE_W
+from netpoll.core.runtime import runtime
 from netpoll.core.sync import Mutex
+from netpoll.net.conn import TCPConn, UnixConn
 from netpoll.net.context import as_deadline
 from netpoll.net.dial import Dialer
 from netpoll.net.errors import OpError, op_error
@@ -81,6 +126,9 @@ READ_CHUNK = 256 * 1024
 WRITE_CHUNK = 256 * 1024
 #: How long ``close`` may spend sending close_notify (Go: 5 s).
 CLOSE_NOTIFY_TIMEOUT = 5.0
+#: The largest plaintext of one TLS record.  On the socket path a read goes on
+#: to the next record only after a full one (the peer is streaming).
+MAX_RECORD = 16384
 
 
 class StreamConn(Protocol):
@@ -201,7 +249,72 @@ def _record_sni(context: ssl.SSLContext) -> None:
         context.sni_callback = callback
 
 
+# -- which path -------------------------------------------------------------------
+
+
+def _socket_fd(conn: StreamConn) -> FD | None:
+    """The FD OpenSSL may read and write itself, or None for the memory-BIO path.
+
+    Only a conn of exactly the two plain stream types (a subclass may
+    override ``readinto``/``write``), registered with the poller, on a stream
+    socket, while the table's ``read`` and ``write`` are the plain syscalls:
+    any plugin on either hook (a Switch filter, a Faults rule, a tracer)
+    makes the table point elsewhere, and then the traffic must go through the
+    hooks so the plugin sees it.
+    """
+    if type(conn) is not TCPConn and type(conn) is not UnixConn:
+        return None
+    table = runtime.table
+    if table.read is not syscalls.read or table.write is not syscalls.write:
+        return None
+    fd: FD = conn._fd
+    sock = fd.sock
+    if fd.pd is None or not isinstance(sock, socket.socket) or sock.type != socket.SOCK_STREAM:
+        return None
+    return fd
+
+
+def _dup_socket(fd: FD) -> socket.socket | None:
+    """A non-blocking socket object on a ``dup`` of ``fd`` (None if fd is closed)."""
+    try:
+        fd.incref()
+    except OSError:
+        return None  # closed already: the memory path reports ErrClosed as before
+    try:
+        dup: socket.socket = fd.sock.dup()
+    except OSError:
+        return None  # out of descriptors: the memory path needs none
+    finally:
+        fd.decref()
+    dup.setblocking(False)
+    return dup
+
+
 # -- the conn ----------------------------------------------------------------------
+
+
+def _wrap_socket(
+    context: ssl.SSLContext,
+    sock: socket.socket,
+    server_side: bool,
+    server_hostname: str | None,
+    session: ssl.SSLSession | None,
+) -> ssl.SSLObject:
+    """An :class:`ssl.SSLObject` whose OpenSSL object does its I/O on ``sock``.
+
+    What ``SSLContext.wrap_bio`` makes, with the socket constructor the
+    stdlib's ``SSLSocket`` (and gevent's) uses in place of the BIO one, and
+    without taking the socket over: ``sock`` stays ours to close.  No
+    argument checks beyond ``wrap_bio``'s, so both paths accept and refuse
+    the same arguments.
+    """
+    cls = context.sslobject_class
+    obj = cls.__new__(cls)
+    hostname = context._encode_hostname(server_hostname)  # type: ignore[attr-defined]
+    obj._sslobj = context._wrap_socket(  # type: ignore[attr-defined]
+        sock, server_side, hostname, owner=obj, session=session
+    )
+    return obj
 
 
 class TLSConn(io.RawIOBase):
@@ -215,7 +328,9 @@ class TLSConn(io.RawIOBase):
     ``set_deadline``/``set_read_deadline``/``set_write_deadline``, plus
     :meth:`handshake`, :meth:`connection_state`, :meth:`net_conn` and
     :meth:`as_socket`.  The handshake runs on the first read or write if not
-    called explicitly; deadlines bound it like any I/O.
+    called explicitly; deadlines bound it like any I/O.  ``io_path="memory"``
+    keeps a plain socket conn on the memory-BIO path (see :attr:`io_path`),
+    for a conn that plugins registered later must be able to watch.
     """
 
     def __init__(
@@ -226,8 +341,11 @@ class TLSConn(io.RawIOBase):
         server_side: bool,
         server_hostname: str | None = None,
         session: ssl.SSLSession | None = None,
+        io_path: str | None = None,
     ) -> None:
         super().__init__()
+        if io_path not in (None, "memory"):
+            raise ValueError(f"netpoll.tls: io_path must be None or 'memory', not {io_path!r}")
         if server_side:
             _record_sni(context)
         self._conn = conn
@@ -235,16 +353,33 @@ class TLSConn(io.RawIOBase):
         self._server_side = server_side
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
+        # The socket path: the conn's FD (for parking, deadlines and close)
+        # and the dup OpenSSL does its I/O on; both None on the memory path.
+        self._fd: FD | None = None
+        self._dup: socket.socket | None = None
+        self._read_err: BaseException | None = None  # met after data; raised next read
+        fd = _socket_fd(conn) if io_path is None else None
+        dup = _dup_socket(fd) if fd is not None else None
         try:
-            self._ssl: ssl.SSLObject = context.wrap_bio(
-                self._incoming,
-                self._outgoing,
-                server_side=server_side,
-                server_hostname=server_hostname,
-                session=session,
-            )
-        except (ValueError, ssl.SSLError) as exc:
-            raise _ssl_op_error("handshake", conn, exc) from None
+            if dup is not None:
+                self._ssl: ssl.SSLObject = _wrap_socket(
+                    context, dup, server_side, server_hostname, session
+                )
+                self._fd, self._dup = fd, dup
+            else:
+                self._ssl = context.wrap_bio(
+                    self._incoming,
+                    self._outgoing,
+                    server_side=server_side,
+                    server_hostname=server_hostname,
+                    session=session,
+                )
+        except BaseException as exc:
+            if dup is not None:
+                dup.close()
+            if isinstance(exc, (ValueError, ssl.SSLError)):
+                raise _ssl_op_error("handshake", conn, exc) from None
+            raise
         self._ssl_lock = threading.Lock()
         self._in_lock = Mutex()
         self._out_lock = Mutex()
@@ -259,8 +394,8 @@ class TLSConn(io.RawIOBase):
         self._eof_fed = False  # the wrapped conn reported EOF into the incoming BIO
         self._plain = bytearray()  # plaintext decrypted ahead by _send_close_notify
         self._write_deadline: float | None = None
-        self._rbuf = bytearray(READ_CHUNK)
-        self._rview = memoryview(self._rbuf)
+        # The memory path's ciphertext buffer; the socket path reads none.
+        self._rview = memoryview(bytearray(READ_CHUNK if self._fd is None else 0))
 
     # -- ciphertext movement ------------------------------------------------------
 
@@ -292,6 +427,175 @@ class TLSConn(io.RawIOBase):
             else:
                 self._incoming.write(self._rview[:n])
 
+    # -- the socket path: OpenSSL does the I/O, we park ---------------------------
+
+    def _drive(self, mode: int, step: Callable[[], bool], *, wait_first: bool = False) -> None:
+        """Run ``step`` (an OpenSSL call on the socket) until it returns True.
+
+        ``step`` runs under ``_ssl_lock`` inside ``FD.raw_io``: the FD's read
+        or write lock for ``mode`` is held, its deadline and closing checks
+        apply, and the descriptor cannot be closed under OpenSSL.  A want of
+        ``mode`` parks on the pollDesc and tries again; a want of the other
+        direction (a read that must send, a write that must receive) leaves
+        this ``raw_io`` and enters one for that direction, so the pollDesc
+        never has two waiters of one mode and no FD lock is held while
+        waiting for the other one.
+        """
+        fd = self._fd
+        assert fd is not None
+        lock = self._ssl_lock
+        switch = 0
+        first = wait_first
+
+        def attempt(_sysfd: int) -> bool:
+            nonlocal switch
+            with lock:
+                try:
+                    return step()
+                except ssl.SSLWantReadError:
+                    want = MODE_R
+                except ssl.SSLWantWriteError:
+                    want = MODE_W
+            if want == mode:
+                return False  # park on this direction, then try again
+            switch = want
+            return True
+
+        while True:
+            switch = 0
+            try:
+                fd.raw_io(mode, attempt, wait_first=first)
+            except NetClosingError:
+                self._drop_dup_if_conn_gone()
+                raise
+            if not switch:
+                return
+            mode, first = switch, False
+
+    def _drop_dup_if_conn_gone(self) -> None:
+        """The wrapped conn was closed under us: end the connection the dup keeps open.
+
+        Once the FD's last reference has left (``sysfd`` is -1) no OpenSSL
+        call can be using the dup (each runs holding one), so it is closed.
+        Until then (another woken operation has not left yet) it is shut
+        down, which sends the FIN at once and frees no descriptor number;
+        the TLSConn's close (or collection) closes it.  ``_state_lock`` is
+        held so a concurrent close cannot free the number under the shutdown.
+        """
+        fd = self._fd
+        if fd is None or not fd.closed:
+            return
+        with self._state_lock:
+            dup = self._dup
+            if dup is None:
+                return
+            if fd.sysfd >= 0:
+                try:
+                    dup.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # not connected any more: nothing to end
+                return
+            self._dup = None
+            dup.close()
+
+    def _reset_error(self, exc: OSError, reading: bool) -> OSError:
+        """What an OpenSSL EOF error on the socket path really was.
+
+        Before Python 3.13, CPython with OpenSSL 3 reports a system call that
+        failed inside SSL_read/SSL_write (a reset, a broken pipe) as
+        :class:`ssl.SSLEOFError` with no ``reason`` and the errno lost, where
+        the memory path sees the conn's own ``ConnectionResetError`` or
+        ``BrokenPipeError``.  A real end of stream has the reason
+        ``UNEXPECTED_EOF_WHILE_READING``.  A read that failed so met a reset
+        (what else fails a read on an established connection); for a write,
+        an empty ``send`` on the socket (it sends nothing) recovers the
+        error.  The caller holds the FD.
+        """
+        if (
+            not isinstance(exc, ssl.SSLEOFError)
+            or exc.reason is not None
+            or ssl.OPENSSL_VERSION_INFO < (3,)  # 1.1.1: errno kept; this is an EOF
+        ):
+            return exc
+        if reading:
+            return ConnectionResetError(errno.ECONNRESET, os.strerror(errno.ECONNRESET))
+        dup = self._dup
+        if dup is None:
+            return exc
+        try:
+            dup.send(b"")
+        except OSError as probe:
+            probe.__traceback__ = None
+            return probe
+        return exc
+
+    def _discard_input(self) -> None:
+        """After a failed handshake on the socket path, read what the peer sent.
+
+        OpenSSL stops at the first bad record header, leaving the rest (a
+        plain-text request, say) in the kernel, and closing a socket with
+        unread input sends a reset instead of the alert and FIN.  The memory
+        path has read one chunk of up to :data:`READ_CHUNK` bytes by then; so
+        does this, without waiting.
+        """
+        fd, dup = self._fd, self._dup
+        if fd is None or dup is None:
+            return
+        try:
+            fd.incref()  # the dup is used only while the conn's FD is held
+        except OSError:
+            return
+        try:
+            dup.recv_into(bytearray(READ_CHUNK))
+        except OSError:
+            pass  # nothing there, or the peer is gone: nothing to protect
+        finally:
+            fd.decref()
+
+    def _shutdown_to_bytes(self, sysfd: int) -> bytes:
+        """Make close_notify (SSL_shutdown) on the socket path; returns its bytes.
+
+        ``_ssl_lock`` and a reference on the FD are held by the caller.
+        ``ssl.SSLObject.unwrap`` calls SSL_shutdown twice, and the second
+        call reads: application data found then is fatal in OpenSSL, and on
+        this path it would come straight from the socket.  So for the call
+        the dup OpenSSL uses is pointed at one end of a fresh socketpair
+        (``dup2``): the alert (and the rest of a record a timed-out write left
+        behind) lands there, the second call finds nothing to read, and the
+        dup is pointed back at the conn's socket before anything else can
+        run.  The caller sends the bytes on the conn.
+        """
+        dup = self._dup
+        assert dup is not None
+        a, b = socket.socketpair()
+        try:
+            a.setblocking(False)
+            b.setblocking(False)
+            target = dup.fileno()
+            os.dup2(a.fileno(), target, inheritable=False)
+            try:
+                self._ssl.unwrap()
+            except ssl.SSLWantReadError:
+                pass  # sent; the peer's close_notify is not waited for
+            except ssl.SSLError:
+                if not self._read_eof:
+                    raise
+            finally:
+                os.dup2(sysfd, target, inheritable=False)
+            out = bytearray()
+            while True:
+                try:
+                    chunk = b.recv(65536)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            return bytes(out)
+        finally:
+            a.close()
+            b.close()
+
     # -- handshake ------------------------------------------------------------------
 
     def handshake(self) -> None:
@@ -320,6 +624,22 @@ class TLSConn(io.RawIOBase):
             self._handshake_complete = True
 
     def _do_handshake(self) -> None:
+        if self._fd is not None:
+            do_handshake = self._ssl.do_handshake
+
+            def step() -> bool:
+                do_handshake()
+                return True
+
+            try:
+                self._drive(MODE_R, step)
+            except ssl.SSLError as exc:
+                err = self._reset_error(exc, reading=True)
+                self._discard_input()
+                if err is exc:
+                    raise
+                raise err from None
+            return
         while True:
             want_read = False
             failure: BaseException | None = None
@@ -369,6 +689,8 @@ class TLSConn(io.RawIOBase):
         size = view.nbytes
         if size == 0:
             return 0
+        if self._fd is not None:
+            return self._readinto_socket(view, size)
         with self._in_lock:
             while True:
                 if self._read_eof:
@@ -419,14 +741,81 @@ class TLSConn(io.RawIOBase):
                 except OSError as exc:
                     raise _ssl_op_error("read", self._conn, exc) from None
 
+    def _readinto_socket(self, view: memoryview, size: int) -> int:
+        """:meth:`readinto` on the socket path (``size`` > 0)."""
+        with self._in_lock:
+            if self._read_eof:
+                return 0
+            plain = self._plain
+            if plain:  # decrypted ahead by _send_close_notify
+                n = min(size, len(plain))
+                view[:n] = plain[:n]
+                del plain[:n]
+                return n
+            err = self._read_err
+            if err is not None:
+                self._read_err = None
+                raise err
+            obj = self._ssl
+            # The C method itself: SSLObject.read is a Python frame per record.
+            read = obj._sslobj.read  # type: ignore[attr-defined]
+            got = 0
+            with self._ssl_lock:  # a writer may be inside OpenSSL meanwhile
+                pending = obj.pending()
+
+            def step() -> bool:
+                # One SSL read gives at most one record.  Go on only after a
+                # full record or while OpenSSL holds more: a streaming peer
+                # fills the buffer in one call, a request/response peer
+                # costs no extra (EAGAIN) read.
+                nonlocal got
+                try:
+                    while got < size:
+                        n = int(read(size - got, view[got:] if got else view))
+                        if not n:  # close_notify
+                            self._read_eof = True
+                            return True
+                        got += n
+                        if n < MAX_RECORD and not obj.pending():
+                            break
+                except ssl.SSLZeroReturnError:
+                    self._read_eof = True  # close_notify
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    if not got:
+                        raise
+                except OSError as exc:
+                    err = self._reset_error(exc, reading=True)
+                    if err is exc and isinstance(exc, ssl.SSLEOFError):
+                        # A plain EOF without close_notify: the end of the
+                        # stream, like the stdlib's suppress_ragged_eofs.
+                        self._read_eof = True
+                        return True
+                    if not got:
+                        raise err from None
+                    # Report it on the next read; no traceback, which would
+                    # keep this frame and the caller's buffer export alive.
+                    err.__traceback__ = None
+                    self._read_err = _ssl_op_error("read", self._conn, err)
+                return True
+
+            try:
+                # With nothing decrypted or half-read inside OpenSSL (it reads
+                # one record at a time: CPython leaves read-ahead off), only
+                # the socket can satisfy this read.
+                self._drive(MODE_R, step, wait_first=not pending)
+            except OSError as exc:
+                raise _ssl_op_error("read", self._conn, exc) from None
+            return got
+
     def read(self, size: int | None = -1) -> bytes:
         """Read up to ``size`` bytes (``b""`` at the end); ``-1``/None reads to the end."""
         if size is None or size < 0:
             return self.readall()
         buf = bytearray(size)
         n = self.readinto(buf)
-        del buf[n:]
-        return bytes(buf)
+        # Not ``del buf[n:]``: a plugin's exception cycle may still hold a
+        # view of buf until the collector runs (resizing would fail).
+        return bytes(buf) if n == size else bytes(memoryview(buf)[:n])
 
     def readall(self) -> bytes:
         """Read until the end of the stream."""
@@ -457,6 +846,9 @@ class TLSConn(io.RawIOBase):
         try:
             if self._close_notify_sent:
                 raise _ssl_op_error("write", self._conn, _ShutdownError())
+            if self._fd is not None:
+                self._write_socket(view, total)
+                return total
             self._out_lock.lock()
             try:
                 for off in range(0, total, WRITE_CHUNK):
@@ -475,6 +867,32 @@ class TLSConn(io.RawIOBase):
             with self._state_lock:
                 self._active_writes -= 1
 
+    def _write_socket(self, view: memoryview, total: int) -> None:
+        """:meth:`write` on the socket path: OpenSSL writes records to the socket.
+
+        A write that finds the socket full is retried with the same chunk,
+        as OpenSSL requires; it has kept the records it made meanwhile.
+        """
+        write = self._ssl.write
+        off = 0
+
+        def step() -> bool:
+            nonlocal off
+            while off < total:
+                end = min(off + WRITE_CHUNK, total)
+                write(view[off:end])
+                off = end
+            return True
+
+        with self._out_lock:
+            try:
+                self._drive(MODE_W, step)
+            except ssl.SSLError as exc:
+                err = self._reset_error(exc, reading=False)
+                if err is exc:
+                    raise
+                raise err from None
+
     # -- close ------------------------------------------------------------------------------
 
     def _send_close_notify(self) -> None:
@@ -486,6 +904,9 @@ class TLSConn(io.RawIOBase):
         bytes not yet read are moved to ``_plain`` and unread ciphertext is
         set aside while it runs, then put back in front of the incoming BIO.
         """
+        if self._fd is not None:
+            self._send_close_notify_socket(self._fd)
+            return
         self._out_lock.lock()
         try:
             with self._ssl_lock:
@@ -508,6 +929,27 @@ class TLSConn(io.RawIOBase):
             self._out_lock.unlock()
             raise
         self._release_out()
+
+    def _send_close_notify_socket(self, fd: FD) -> None:
+        """:meth:`_send_close_notify` on the socket path (see :meth:`_shutdown_to_bytes`)."""
+        with self._out_lock:
+            fd.incref()  # the descriptor the dup is pointed back at stays open
+            try:
+                with self._ssl_lock:
+                    if self._close_notify_sent:
+                        return
+                    self._close_notify_sent = True
+                    obj = self._ssl
+                    try:
+                        while obj.pending():
+                            self._plain += obj.read(obj.pending())
+                    except ssl.SSLError:
+                        pass  # the next read meets it again
+                    alert = self._shutdown_to_bytes(fd.sysfd)
+            finally:
+                fd.decref()
+            if alert:
+                self._conn.write(alert)
 
     def close_write(self) -> None:
         """Send close_notify: the peer reads the end of the stream (Go's ``CloseWrite``).
@@ -555,15 +997,36 @@ class TLSConn(io.RawIOBase):
             try:
                 self._conn.close()
             finally:
-                super().close()
+                # After the conn's close returned, no OpenSSL call can run
+                # (each holds a reference on the FD): the dup can go.
+                try:
+                    with self._state_lock:
+                        dup, self._dup = self._dup, None
+                        if dup is not None:
+                            dup.close()
+                finally:
+                    super().close()
 
     def _check_open(self, op: str) -> None:
         if self._closing:
             raise _ssl_op_error(op, self._conn, NetClosingError())
 
     def __del__(self) -> None:
-        # The wrapped conn has its own finalizer; nothing of ours holds an fd.
-        pass
+        # The wrapped conn has its own finalizer (with the ResourceWarning);
+        # ours is the socket path's dup, closed quietly.  Not close(): that
+        # would send close_notify from the collector.
+        dup = getattr(self, "_dup", None)
+        if dup is not None:
+            self._dup = None
+            dup.close()
+
+    @property
+    def io_path(self) -> str:
+        """``"socket"`` when OpenSSL reads and writes the socket itself, else ``"memory"``.
+
+        Decided when the conn is made (see the module docstring) and kept.
+        """
+        return "socket" if self._fd is not None else "memory"
 
     # -- the rest of the Conn interface ------------------------------------------------------
 
@@ -655,28 +1118,36 @@ def client(
     server_hostname: str | None = None,
     *,
     session: ssl.SSLSession | None = None,
+    io_path: str | None = None,
 ) -> TLSConn:
     """The client side of TLS over ``conn`` (Go's ``tls.Client``).
 
     ``context`` defaults to :func:`ssl.create_default_context` (verifies the
     certificate and the host name, so ``server_hostname`` is then required).
     The handshake runs on the first read or write, or on :meth:`TLSConn.handshake`.
+    ``io_path="memory"``: see :class:`TLSConn`.
     """
     if context is None:
         context = ssl.create_default_context()
     return TLSConn(
-        conn, context, server_side=False, server_hostname=server_hostname, session=session
+        conn,
+        context,
+        server_side=False,
+        server_hostname=server_hostname,
+        session=session,
+        io_path=io_path,
     )
 
 
-def server(conn: StreamConn, context: ssl.SSLContext) -> TLSConn:
+def server(conn: StreamConn, context: ssl.SSLContext, *, io_path: str | None = None) -> TLSConn:
     """The server side of TLS over ``conn`` (Go's ``tls.Server``).
 
     ``context`` must hold a certificate chain
     (``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)`` +
     ``load_cert_chain``).  The handshake runs on the first read or write.
+    ``io_path="memory"``: see :class:`TLSConn`.
     """
-    return TLSConn(conn, context, server_side=True)
+    return TLSConn(conn, context, server_side=True, io_path=io_path)
 
 
 def dial(
@@ -714,6 +1185,7 @@ def dial(
         except OSError:
             server_hostname = None
     conn = d.dial(network, address)
+    tconn: TLSConn | None = None
     try:
         tconn = client(conn, context, server_hostname)
         if deadline is not None:
@@ -723,7 +1195,8 @@ def dial(
             conn.set_deadline(None)
         return tconn
     except BaseException:
-        conn.close()
+        # The TLSConn's close also closes what it owns (the socket path's dup).
+        (conn if tconn is None else tconn).close()
         raise
 
 

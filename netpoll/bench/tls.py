@@ -5,9 +5,12 @@ sockets, a thread per connection, pinned to one CPU) serves TLS and plain
 TCP on loopback; this process (pinned to the other CPU) runs, in turn and
 interleaved over rounds, the same client code on:
 
-* ``netpoll.tls`` (:class:`netpoll.tls.TLSConn` over a TCPConn) and a
-  blocking stdlib :class:`ssl.SSLSocket`, both with the peer's certificate
-  verified, same context, same cipher (whatever TLS 1.3 picks);
+* ``netpoll.tls`` (:class:`netpoll.tls.TLSConn` over a TCPConn, on its
+  socket path: OpenSSL does the socket I/O) and a blocking stdlib
+  :class:`ssl.SSLSocket`, both with the peer's certificate verified, same
+  context, same cipher (whatever TLS 1.3 picks);
+* for bulk also ``netpoll.tls`` held on its memory-BIO path
+  (``io_path="memory"``, what a conn watched by a plugin uses);
 * for ping-pong also plain netpoll and plain blocking sockets, so the cost
   of TLS is shown beside the cost without it.
 
@@ -150,14 +153,15 @@ class _Client:
 
     def __init__(self, kind: str, ports: dict[str, int]) -> None:
         self.kind = kind
-        secure = kind.endswith("tls")
+        secure = "tls" in kind
         port = ports["tls" if secure else "plain"]
         self.write: Callable[[Any], Any]
         self.readinto: Callable[[Any], int]
         if kind.startswith("netpoll"):
             conn: Any = netpoll.dial("tcp", f"127.0.0.1:{port}", timeout=10)
             if secure:
-                conn = tls.client(conn, _client_context(), "localhost")
+                io_path = "memory" if kind.endswith("-memory") else None
+                conn = tls.client(conn, _client_context(), "localhost", io_path=io_path)
                 conn.handshake()
             self.write, self.readinto, self.close = conn.write, conn.readinto, conn.close
         else:
@@ -269,7 +273,7 @@ def run(
             pin_to_cpu(pins[1])
         plan: list[tuple[str, str, Callable[[], float]]] = []
         for direction in ("send", "recv"):
-            for kind in ("netpoll-tls", "stdlib-tls"):
+            for kind in ("netpoll-tls", "netpoll-tls-memory", "stdlib-tls"):
                 plan.append(
                     (
                         f"tls-bulk {direction}",
@@ -335,6 +339,10 @@ def format_table(doc: dict[str, Any]) -> str:
         a, b = med[(f"tls-bulk {d}", "netpoll-tls")], med[(f"tls-bulk {d}", "stdlib-tls")]
         label = f"tls bulk {d} {size_mib:g} MiB"
         lines.append(f"{label:<28} {a:>8,.0f} MiB/s {b:>6,.0f} MiB/s {a / b:>14.2f}x")
+        m_ = med.get((f"tls-bulk {d}", "netpoll-tls-memory"))
+        if m_ is not None:
+            label = f"  memory-BIO path {d}"
+            lines.append(f"{label:<28} {m_:>8,.0f} MiB/s {b:>6,.0f} MiB/s {m_ / b:>14.2f}x")
     for kind in ("tls", "plain"):
         a, b = med[("ping-pong", f"netpoll-{kind}")], med[("ping-pong", f"stdlib-{kind}")]
         label = f"ping-pong {m['size']} B, {kind}"

@@ -552,7 +552,7 @@ class FD:
 
     # -- raw I/O (Go's rawconn.go Read/Write on poll.FD: RawRead / RawWrite) ------
 
-    def raw_io(self, mode: int, fn: Callable[[int], bool]) -> None:
+    def raw_io(self, mode: int, fn: Callable[[int], bool], *, wait_first: bool = False) -> None:
         """Call ``fn(sysfd)`` until it returns True, parking on ``mode`` in between.
 
         Go's ``FD.RawRead`` / ``FD.RawWrite``: the read (``MODE_R``) or write
@@ -560,6 +560,12 @@ class FD:
         ``prepare`` apply, and each False from ``fn`` parks until the poller
         reports the descriptor ready again (or the deadline passes, or the FD
         is closed).  Exceptions from ``fn`` propagate.
+
+        ``wait_first`` (reads only): the caller knows ``fn`` cannot succeed
+        before the descriptor is readable (no data buffered above the
+        kernel), so a thread whose last read parked in the kernel waits
+        before the first call, as :meth:`readinto` does, saving the EAGAIN
+        round (see :meth:`PollDesc.wait`).
         """
         read = mode == MODE_R
         self._lock(read)
@@ -567,6 +573,9 @@ class FD:
             pd = self.pd
             if pd is not None:
                 pd.prepare(mode)
+                if wait_first and read and pd.rhint:
+                    pd.rhint = False
+                    pd.wait(MODE_R, True)
             while not fn(self.sysfd):
                 if pd is None:
                     raise BlockingIOError(errno.EAGAIN, "resource temporarily unavailable")
