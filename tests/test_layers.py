@@ -26,7 +26,9 @@ import netpoll
 from tests.helpers.pyproject import entry_points
 
 ROOT = Path(netpoll.__file__).resolve().parent
-PYPROJECT = ROOT.parent / "pyproject.toml"
+# The checkout's, not the installed package's parent: under tox netpoll is
+# installed from a wheel into site-packages.
+PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
 #: Calls that import a module named by a string.
 DYNAMIC_IMPORTERS = {"import_module", "__import__", "spec_from_file_location", "find_spec"}
