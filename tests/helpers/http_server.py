@@ -28,8 +28,8 @@ import ssl
 import sys
 import threading
 import time
-from typing import Any
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 PATTERN = b"0123456789"
 
