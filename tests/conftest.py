@@ -65,6 +65,7 @@ _BOTH_G_KINDS = {
     "test_tls",
     "test_pipe",
     "test_socket_adapter",
+    "test_socket_module",
 }
 
 

@@ -129,7 +129,7 @@ def test_core_never_imports_net_or_backends() -> None:
         for m, deps in GRAPH.items()
         if _layer(m) == "core"
         for dep in deps
-        if _layer(dep) in ("net", "backends", "testing", "bench")
+        if _layer(dep) in ("net", "backends", "testing", "bench", "green", "patch", "socket")
     ]
     assert not bad, bad
 
@@ -144,3 +144,24 @@ def test_a_backend_imports_only_hookspecs_and_the_backend_bases() -> None:
         if dep not in allowed
     ]
     assert not bad, bad
+
+
+def test_green_modules_import_only_core_and_green() -> None:
+    # The green stdlib modules sit on the core (FD, pollDesc, scheduler);
+    # netpoll.patch and netpoll.socket sit on them.  Nothing below imports them.
+    bad = [
+        f"{m} imports {dep}"
+        for m, deps in GRAPH.items()
+        if _layer(m) == "green"
+        for dep in deps
+        if _layer(dep) not in ("core", "green")
+    ]
+    users = [
+        f"{m} imports {dep}"
+        for m, deps in GRAPH.items()
+        if _layer(m) not in ("green", "patch", "socket")
+        for dep in deps
+        if _layer(dep) in ("green", "patch")
+    ]
+    assert not bad, bad
+    assert not users, users
