@@ -30,7 +30,10 @@ role of gevent's ``select`` patch for psycopg, without a global patch.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.abc
+import importlib.util
 import select as _select
 import selectors
 import sys
@@ -43,7 +46,7 @@ from netpoll.core.fd import FD
 from netpoll.core.hookspecs import MODE_R, MODE_W
 from netpoll.core.sched import sleep as _sleep
 
-__all__ = ["PollDescSelector", "install", "installed", "uninstall"]
+__all__ = ["PollDescSelector", "install", "install_when_imported", "installed", "uninstall"]
 
 # Captured at import: a zero-timeout poll(2) for "is it ready now".  (A
 # globally patched ``select.poll`` would also never park with timeout 0.)
@@ -261,6 +264,63 @@ def install() -> None:
     _saved["wait"] = waiting.wait
     waiting.DefaultSelector = PollDescSelector
     waiting.wait = waiting.wait_selector
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Runs :func:`install` right after ``psycopg.waiting`` is first executed."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        """Find ``psycopg.waiting`` through the other finders and wrap its loader."""
+        if fullname != "psycopg.waiting":
+            return None
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            if finder is self or find is None:
+                continue
+            spec = find(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _InstallAfter(spec.loader)
+                return spec
+        return None
+
+
+class _InstallAfter(importlib.abc.Loader):
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def create_module(self, spec: Any) -> Any:
+        create = getattr(self._inner, "create_module", None)
+        return create(spec) if create is not None else None
+
+    def exec_module(self, module: Any) -> None:
+        self._inner.exec_module(module)
+        # install() imports psycopg.waiting by name: it is in sys.modules now.
+        install()
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(_after_import)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+_after_import = _AfterImport()
+
+
+def install_when_imported() -> None:
+    """:func:`install` now if psycopg is imported, else as soon as it is (idempotent).
+
+    For :func:`netpoll.patch.all`, which runs before the libraries are
+    imported: psycopg picks its wait function when ``psycopg.waiting`` is
+    first executed, so the rebinding must follow that import.
+    """
+    if "psycopg.waiting" in sys.modules:
+        install()
+        return
+    if importlib.util.find_spec("psycopg") is None:
+        return  # not installed: nothing to do, now or later
+    if _after_import not in sys.meta_path:
+        sys.meta_path.insert(0, _after_import)
 
 
 def uninstall() -> None:
