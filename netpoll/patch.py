@@ -436,9 +436,15 @@ def library(name: str) -> types.ModuleType:
     if _is_netpoll(name):
         raise ValueError("netpoll.patch.library: netpoll needs no patching")
     with _lock:
+        new = name not in _libraries
         _libraries.add(name)
         _install_finder()
-        module = importlib.import_module(name)
+        try:
+            module = importlib.import_module(name)
+        except BaseException:
+            if new:
+                _libraries.discard(name)
+            raise
         mapping = _library_mapping()
         early: list[str] = []
         for modname, mod in list(sys.modules.items()):

@@ -97,6 +97,7 @@ _orig_getfqdn = _std.getfqdn
 _ExceptionGroup: Any = getattr(_builtins, "ExceptionGroup", None)
 _GLOBAL_DEFAULT_TIMEOUT: object = _std._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
 _time_now = _time.time
+_monotonic = _time.monotonic
 
 _table = _runtime.table
 
@@ -249,22 +250,32 @@ class socket(_StdSocket):
         """Set this call's deadline from the timeout (None: none)."""
         t = self._gtimeout
         if t is not None:
-            d = _time_now() + t
-            if mode == MODE_R:
-                fd.set_read_deadline(d)
-            else:
-                fd.set_write_deadline(d)
+            # FD.set_*_deadline without the wall-clock round trip: the
+            # pollDesc keeps monotonic deadlines.
+            fd.incref()
+            try:
+                pd = fd.pd
+                if pd is not None:
+                    pd.set_deadline(_monotonic() + t, mode)
+            finally:
+                fd.decref()
 
     def _io(self, mode: int, attempt: Callable[[], _T]) -> _T:
         """Run ``attempt`` (which raises BlockingIOError on EAGAIN) with the timeout.
 
-        Non-blocking: once.  Otherwise under the fdMutex, parking on
-        ``mode`` between attempts, until it succeeds, the deadline passes
-        (``socket.timeout``) or the socket is closed (``EBADF``).
+        Non-blocking: once.  Otherwise one attempt first (most calls
+        succeed at once, and then no deadline needs setting), then under the
+        fdMutex, parking on ``mode`` between attempts, until it succeeds,
+        the deadline passes (``socket.timeout``) or the socket is closed
+        (``EBADF``).
         """
+        self._live_raw()
         if self._gtimeout == 0.0:
-            self._live_raw()
             return attempt()
+        try:
+            return attempt()
+        except BlockingIOError:
+            pass
         fd = self._get_fd()
         box: list[_T] = []
 
@@ -440,8 +451,15 @@ class socket(_StdSocket):
         if flags:
             target: Any = _Flagged(raw, flags)
             return self._io(MODE_R, lambda: _table.read(target, view))
-        if self._gtimeout == 0.0:
-            return _table.read(raw, view)
+        t = self._gtimeout
+        if t is not None:
+            # Try once before paying for a deadline; without a timeout the
+            # FD's own first attempt (or a thread's wait-first) does this.
+            try:
+                return _table.read(raw, view)
+            except BlockingIOError:
+                if t == 0.0:
+                    raise
         fd = self._get_fd()
         try:
             self._arm(fd, MODE_R)
@@ -511,6 +529,16 @@ class socket(_StdSocket):
                     raise _timed_out()
                 view = view[self.send(view, flags) :]
             return
+        if self._gtimeout is not None:
+            # One attempt before paying for a deadline: a small send fits.
+            view = memoryview(data).cast("B")
+            try:
+                sent = _table.write(self._live_raw(), view)
+            except BlockingIOError:
+                sent = 0
+            if sent >= view.nbytes:
+                return
+            data = view[sent:]
         fd = self._get_fd()
         try:
             self._arm(fd, MODE_W)
