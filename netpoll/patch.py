@@ -124,7 +124,11 @@ def _replacements(name: str) -> dict[str, Any]:
     if name == "ssl":
         # SSLContext keeps its class (contexts made earlier, isinstance);
         # its sslsocket_class is set on the class instead, see all().
-        return {"SSLSocket": _gssl.SSLSocket}
+        # ssl.SSLSocket stays the stdlib class: SSLSocket._create calls
+        # super(SSLSocket, self).__init__ with the module's global, and
+        # with the green class there it lands in the stdlib SSLSocket's
+        # __init__, which refuses ("no public constructor").
+        return {}
     return {n: getattr(green, n) for n in names if hasattr(green, n)}
 
 

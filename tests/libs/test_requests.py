@@ -45,6 +45,9 @@ N = 20
 def session(srv: HTTPServers, retries: Any = 0, pool: int = N) -> Any:
     """A Session trusting the test CA, with ``pool`` connections and a retry policy."""
     s = requests.Session()
+    # trust_env off: REQUESTS_CA_BUNDLE (set on some machines) would override
+    # Session.verify (requests merges the environment over session settings).
+    s.trust_env = False
     s.verify = srv.ca_pem
     adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool, max_retries=retries)
     s.mount("http://", adapter)
