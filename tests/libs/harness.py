@@ -205,8 +205,7 @@ def run_child(module: str, server: Any, *, patch: str = "all") -> dict[str, Any]
     """Run every scenario of ``module`` in a child process; {name: {"value"|"error": ...}}.
 
     ``patch="all"``: the child calls :func:`netpoll.patch.all` before it
-    imports anything else; ``patch="none"``: no patching at all (the
-    controls, where the library blocks its M).
+    imports anything else (the unpatched controls use :func:`run_controls`).
     """
     args = [sys.executable, "-m", "tests.libs.child", module, patch]
     args.append(json.dumps(server_spec(server)))
@@ -223,6 +222,40 @@ def run_child(module: str, server: Any, *, patch: str = "all") -> dict[str, Any]
     return results
 
 
+def run_controls(servers_by_module: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every module's ``CONTROLS`` in one unpatched child: {module: {name: result}}."""
+    specs = {m: server_spec(srv) for m, srv in servers_by_module.items()}
+    args = [sys.executable, "-m", "tests.libs.child", "--controls", json.dumps(specs)]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    res = proc.run(args, timeout=CHILD_TIMEOUT, env=env, cwd=str(ROOT))
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULTS ")]
+    if res.returncode != 0 or not lines:
+        raise AssertionError(
+            f"controls child exited {res.returncode}:\n{res.stdout[-3000:]}\n{res.stderr[-6000:]}"
+        )
+    results: dict[str, dict[str, Any]] = json.loads(lines[-1][len("RESULTS ") :])
+    return results
+
+
+def controls_main(spec_json: str) -> int:
+    """The child's side of :func:`run_controls`."""
+    import importlib
+
+    out: dict[str, dict[str, Any]] = {}
+    for module, spec in json.loads(spec_json).items():
+        mod = importlib.import_module(module)
+        server = server_from_spec(spec)
+        out[module] = {}
+        for name, fn in mod.CONTROLS.items():
+            try:
+                out[module][name] = {"value": fn(server)}
+            except BaseException:
+                out[module][name] = {"error": traceback.format_exc()}
+    print("RESULTS " + json.dumps(out), flush=True)
+    return 0
+
+
 def child_main(argv: list[str]) -> int:
     """The child's side of :func:`run_child` (``python -m tests.libs.child``)."""
     module, _patch, spec = argv
@@ -231,8 +264,7 @@ def child_main(argv: list[str]) -> int:
     mod = importlib.import_module(module)
     server = server_from_spec(json.loads(spec))
     results: dict[str, Any] = {}
-    scenarios = mod.CONTROLS if _patch == "none" else mod.SCENARIOS
-    for name, fn in scenarios.items():
+    for name, fn in mod.SCENARIOS.items():
         try:
             results[name] = {"value": fn(server)}
         except BaseException:

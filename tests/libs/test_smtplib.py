@@ -28,7 +28,7 @@ import netpoll
 from netpoll.testing import Faults
 from tests.helpers.servers import SMTPServer
 from tests.libs import harness
-from tests.libs.conftest import MODES, child_results
+from tests.libs.conftest import MODES
 
 #: What ``netpoll.patch.library`` is called with in the ``library`` mode.
 PATCH_LIBRARIES = ["smtplib"]
@@ -155,7 +155,7 @@ def fault_stall(srv: SMTPServer) -> dict[str, Any]:
 
 
 def control(srv: SMTPServer) -> dict[str, Any]:
-    """Unpatched (a child with no patch): 5 goroutines' delayed DATA, and one tick window."""
+    """Unpatched (a child with no patch): 3 goroutines' delayed DATA, and one tick window."""
     conns: dict[int, smtplib.SMTP] = {}
 
     def call(i: int) -> None:
@@ -165,7 +165,7 @@ def control(srv: SMTPServer) -> dict[str, Any]:
         send(c, i, f"delay{int(harness.SLOW * 1000)}@example.com")
 
     try:
-        _, peak = harness.concurrently(5, call)
+        _, peak = harness.concurrently(3, call)
         late = harness.tick_once(call)
     finally:
         for c in conns.values():
@@ -220,8 +220,3 @@ def test_stalled_read_is_server_disconnected(
     r = scenario(mode, fault_stall, smtp_srv)
     assert r.get("error") == "SMTPServerDisconnected" and "timed out" in r["message"], r
     assert 0.15 <= r["elapsed"] < 5.0, r
-
-
-def test_control_unpatched_smtplib_blocks_the_m(smtp_srv: SMTPServer) -> None:
-    """The checks above can fail: without patching, smtplib holds its M."""
-    harness.check_control(child_results(__name__, smtp_srv, patch="none"))
