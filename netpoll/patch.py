@@ -13,10 +13,13 @@ Two ways, with fixed names:
     process.  Idempotent; :func:`is_patched` says what is patched.  It warns
     (:class:`PatchWarning`) where it is too late to matter: a module that
     did ``from socket import socket`` (or ``from threading import Lock``...)
-    before the call keeps the stdlib object, and sockets made before stay
-    stdlib sockets.  netpoll's own modules keep the stdlib objects (they are
-    rebound to unpatched copies of the modules), as gevent's internals keep
-    theirs.
+    before the call keeps the stdlib object, sockets made before stay stdlib
+    sockets, and threads started before may hold stdlib locks.  ``ssl``
+    imported first (gevent's classic trap) does no harm here: netpoll
+    changes ``ssl.SSLContext.sslsocket_class`` on the class, so contexts
+    made before the call also wrap into green sockets.  netpoll's own
+    modules keep the stdlib objects (they are rebound to unpatched copies of
+    the modules), as gevent's internals keep theirs.
 :func:`library`
     One installed package and its submodules use the green modules, and the
     rest of the process does not change.  Modules already imported get their
@@ -53,13 +56,15 @@ Trade-offs, compared:
   the green class, which a stdlib socket made elsewhere does not pass.
 
 Neither patches ``subprocess``, ``os.read``/``os.write`` on pipes, or
-``signal``: ``subprocess.run`` and ``Popen.wait`` in a goroutine block its M
-(wrap them in :func:`netpoll.blocking`); for pipes use ``netpoll``'s own
-file descriptors or :func:`netpoll.blocking`; signal handlers run in the
-main thread between bytecodes as always (an M blocked in its poller wakes
-with ``EINTR`` and runs them).  ``threading.Thread``, ``threading.local`` and
-``queue.SimpleQueue`` stay the stdlib's (see :mod:`netpoll.green.threading`
-and :mod:`netpoll.green.queue`).
+``signal``: ``Popen.wait`` is a blocking ``waitpid``, so ``subprocess.run``
+and ``Popen.wait`` in a goroutine block its M (wrap them in
+:func:`netpoll.blocking`; after :func:`all`, ``communicate`` itself waits
+through the green selectors); a pipe read with ``os.read`` blocks too
+(wrap it in :func:`netpoll.blocking`); signal handlers run in the main
+thread between bytecodes as always (an M blocked in its poller wakes with
+``EINTR`` and runs them).  ``threading.Thread`` and ``queue.SimpleQueue``
+stay the stdlib's, and ``threading.local`` becomes per-goroutine (see
+:mod:`netpoll.green.threading` and :mod:`netpoll.green.queue`).
 """
 
 from __future__ import annotations
@@ -180,6 +185,11 @@ def all() -> None:
             return
         late = _late_imports()
         sockets = _live_stdlib_sockets()
+        threads = [
+            t.name
+            for t in threading.enumerate()
+            if t is not threading.main_thread() and not t.name.startswith("netpoll-")
+        ]
         for name in _GREEN:
             std = _std(name)
             if name not in _shadows:
@@ -223,6 +233,14 @@ def all() -> None:
         warnings.warn(
             f"netpoll.patch.all() ran after {sockets} stdlib socket(s) were made; "
             "they stay blocking (patch before creating sockets)",
+            PatchWarning,
+            stacklevel=2,
+        )
+    if threads:
+        warnings.warn(
+            f"netpoll.patch.all() ran after {len(threads)} thread(s) started "
+            f"({', '.join(sorted(threads)[:5])}): the locks, queues and sockets made "
+            "before the call are the stdlib's, and a goroutine waiting on one blocks its M",
             PatchWarning,
             stacklevel=2,
         )

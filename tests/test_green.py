@@ -25,6 +25,7 @@ import netpoll.green.ssl as gssl
 import netpoll.green.threading as gt
 import netpoll.green.time as gtime
 from netpoll.green import queue as gq
+from netpoll.testing import Faults
 from tests.helpers.tls import Certs, certs, start
 
 PEER = 10.0
@@ -360,3 +361,144 @@ def test_ssl_server_accepts_green_sockets_and_handshake_times_out(pki: Certs, ba
         _green_client_context(pki).wrap_socket(raw, server_hostname="localhost")
     raw.close()
     silent.close()
+
+
+def test_local_is_per_goroutine(backend: str) -> None:
+    class Conn(gt.local):
+        def __init__(self, name: str) -> None:
+            self.name = name
+            self.uses = 0
+
+    conn = Conn("db")
+    conn.uses = 100  # the creating thread's
+    seen: list[tuple[int, str, int]] = []
+
+    def use(i: int) -> Callable[[], None]:
+        def run() -> None:
+            seen.append((i, conn.name, conn.uses))  # __init__ ran again, for this goroutine
+            conn.uses = i
+            netpoll.sleep(0.01)  # the others set theirs meanwhile
+            seen.append((i, conn.name, conn.uses))
+
+        return run
+
+    in_goroutines(*(use(i) for i in range(4)))
+    assert sorted(seen) == sorted(
+        [(i, "db", 0) for i in range(4)] + [(i, "db", i) for i in range(4)]
+    )
+    assert conn.uses == 100
+    other = start(lambda: (conn.name, conn.uses))
+    other.join(PEER)
+    assert other.result == ("db", 0)
+    del conn.uses
+    with pytest.raises(AttributeError):
+        _ = conn.uses
+    with pytest.raises(TypeError, match="Initialization arguments"):
+        gt.local(1)
+    with pytest.raises(AttributeError, match="read-only"):
+        conn.__dict__ = {}
+
+
+def test_ssl_socket_without_timeout_stays_nonblocking(pki: Certs, backend: str) -> None:
+    """wrap_socket detaches a blocking-mode green socket (which leaves the fd
+    blocking); the TLS socket must put it back, or its read would hold the M."""
+    server_ctx = pki.server_context()
+    ls = socket.create_server(("127.0.0.1", 0))
+    ls.settimeout(PEER)
+    go_on = std_queue.Queue[bool]()
+
+    def serve() -> None:
+        raw, _ = ls.accept()
+        raw.settimeout(PEER)
+        with server_ctx.wrap_socket(raw, server_side=True) as c:
+            go_on.get(timeout=PEER)
+            c.sendall(b"late")
+
+    peer = start(serve)
+    raw = gsocket.create_connection(("127.0.0.1", ls.getsockname()[1]))
+    assert raw.gettimeout() is None
+    s = _green_client_context(pki).wrap_socket(raw, server_hostname="localhost")
+    assert s.gettimeout() is None
+    got = sibling_must_run(lambda: s.recv(4), lambda: go_on.put(True))
+    assert got == [b"late"]
+    s.close()
+    peer.join(PEER)
+    ls.close()
+
+
+def test_lock_under_contention_from_goroutines_and_threads(backend: str) -> None:
+    """Four threads and twenty goroutines (on two Ms) increment one counter
+    under one green lock, parking inside the critical section; no update is lost."""
+    lock = gt.Lock()
+    count = [0]
+    rounds = 50
+
+    def work() -> None:
+        for i in range(rounds):
+            with lock:
+                v = count[0]
+                if i % 10 == 0:
+                    gtime.sleep(0.001)  # park (goroutine) or sleep (thread) holding it
+                count[0] = v + 1
+
+    threads = [start(work) for _ in range(4)]
+    other_m = start(lambda: in_goroutines(*(work for _ in range(10))))
+    in_goroutines(*(work for _ in range(10)))
+    other_m.join(PEER * 3)
+    for t in threads:
+        t.join(PEER * 3)
+    assert other_m.error is None
+    assert count[0] == rounds * 24
+
+
+def test_ssl_records_go_through_the_hooks_while_faults_watch(pki: Certs, backend: str) -> None:
+    """A TLS socket made while a fault plugin watches reads runs on memory BIOs:
+    its records pass the read/write hooks, so short reads and resets reach it."""
+    server_ctx = pki.server_context()
+    ls = socket.create_server(("127.0.0.1", 0))
+    ls.settimeout(PEER)
+    port = ls.getsockname()[1]
+
+    def serve() -> None:
+        for _ in range(2):
+            raw, _ = ls.accept()
+            raw.settimeout(PEER)
+            try:
+                with server_ctx.wrap_socket(raw, server_side=True) as c:
+                    while data := c.recv(65536):
+                        c.sendall(data)
+            except OSError:
+                pass  # the reset connection
+
+    peer = start(serve)
+    ctx = _green_client_context(pki)
+    payload = bytes(range(256)) * 80  # 20 KiB
+
+    def echo(s: std_ssl.SSLSocket) -> bytes:
+        s.sendall(payload)
+        got = b""
+        while len(got) < len(payload):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        return got
+
+    with Faults() as f:
+        short = f.short("read", 7)
+        raw = gsocket.create_connection(("127.0.0.1", port), timeout=PEER)
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            assert echo(s) == payload
+            assert s.version() in ("TLSv1.2", "TLSv1.3") and s.getpeercert()
+        assert short.fired > 100  # every record arrived 7 bytes at a time, through the hook
+        short.remove()
+        reset = f.reset_after(8000, times=1)  # past the handshake, inside the echo
+        raw = gsocket.create_connection(("127.0.0.1", port), timeout=PEER)
+        with (
+            ctx.wrap_socket(raw, server_hostname="localhost") as s,
+            pytest.raises(ConnectionResetError),
+        ):
+            echo(s)
+        assert reset.fired >= 1
+    peer.join(PEER)
+    ls.close()

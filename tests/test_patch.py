@@ -98,6 +98,9 @@ def test_patch_all_in_a_child(backend: str) -> None:
         s = sc.socket(socket.AF_INET, socket.SOCK_STREAM, 0)
         result["core_socket"] = type(s).__module__
         s.close()
+        # A netpoll module imported after all() gets the unpatched modules too.
+        import netpoll.testing.switch as sw
+        result["late_netpoll_module"] = sw.threading.Lock is not threading.Lock
         ticks, answers = [], []
         def client(i):
             c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=10)
@@ -125,6 +128,14 @@ def test_patch_all_in_a_child(backend: str) -> None:
             netpoll.go(ev.set)
             result["queue"] = q.get(timeout=10)
             t.join(10)
+            # Stdlib machinery built on the patched modules after all():
+            # netpoll's own pool (Futures on green conditions) and subprocess
+            # (its selectors and locks are green now).
+            import subprocess, sys
+            result["blocking"] = netpoll.blocking(lambda: 42)
+            proc = subprocess.run([sys.executable, "-c", "print('child')"],
+                                  capture_output=True, text=True, timeout=30)
+            result["subprocess"] = proc.stdout.strip()
         netpoll.run(main)
         result["answers"] = sorted(answers)
         result["ticks"] = len(ticks)
@@ -147,9 +158,12 @@ def test_patch_all_in_a_child(backend: str) -> None:
     ]
     assert out["core_lock"] != "netpoll.green.threading"
     assert out["core_socket"] == "socket"
+    assert out["late_netpoll_module"] is True
     assert out["answers"] == sorted(f"/gated/{i}" for i in range(8))
     assert isinstance(out["ticks"], int) and out["ticks"] >= 5
     assert out["queue"] == "from-thread"
+    assert out["blocking"] == 42
+    assert out["subprocess"] == "child"
 
 
 def test_patch_all_warns_when_too_late(backend: str, tmp_path: Path) -> None:
@@ -161,22 +175,29 @@ def test_patch_all_warns_when_too_late(backend: str, tmp_path: Path) -> None:
         import json, socket, warnings
         import early_user
         keep = socket.socket()  # a stdlib socket made before patching
+        import threading
+        stop = threading.Event()
+        t = threading.Thread(target=stop.wait, name="early-worker")
+        t.start()
         import netpoll.patch
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             netpoll.patch.all()
         msgs = [str(x.message) for x in w if issubclass(x.category, netpoll.patch.PatchWarning)]
         keep.close()
+        stop.set()
+        t.join()
         print(json.dumps({"msgs": msgs}))
         """,
         backend=backend,
         tmp_path=tmp_path,
     )
     msgs = out["msgs"]
-    assert isinstance(msgs, list) and len(msgs) == 2, msgs
+    assert isinstance(msgs, list) and len(msgs) == 3, msgs
     assert "early_user" in msgs[0]
     assert "socket.create_connection" in msgs[0] and "threading.Lock" in msgs[0]
     assert "stdlib socket" in msgs[1]
+    assert "1 thread(s)" in msgs[2] and "early-worker" in msgs[2]
 
 
 def test_patch_library_http_client_in_a_child(backend: str) -> None:
@@ -434,3 +455,39 @@ def test_patch_bad_names(backend: str) -> None:
     with pytest.raises(ModuleNotFoundError):
         netpoll.patch.library("np_no_such_package_here")
     netpoll.patch._libraries.discard("np_no_such_package_here")
+
+
+def test_patch_all_https_in_a_child(backend: str) -> None:
+    out = child(
+        """
+        import netpoll.patch
+        netpoll.patch.all()
+        import json, ssl, tempfile, pathlib, threading
+        import netpoll, netpoll.green.ssl as gssl
+        from tests.helpers.tls import Certs
+        """,
+        SERVER,
+        """
+        import urllib.request
+        pki = Certs(pathlib.Path(tempfile.mkdtemp()))
+        SRV.socket = pki.server_context().wrap_socket(SRV.socket, server_side=True)
+        client_ctx = pki.client_context()  # a stdlib SSLContext, made after patching
+        answers, kinds = [], []
+        def fetch(i):
+            url = "https://localhost:%d/tls/%d" % (PORT, i)
+            with urllib.request.urlopen(url, context=client_ctx, timeout=10) as r:
+                kinds.append(type(r.fp.raw._sock).__module__)
+                answers.append(r.read().decode())
+        def main():
+            gs_ = [netpoll.go(fetch, i) for i in range(4)]
+            for g in gs_: assert g.join(20)
+        netpoll.run(main)
+        SRV.shutdown(); SRV.server_close()
+        print(json.dumps({"answers": sorted(answers), "kinds": sorted(set(kinds)),
+                          "ssl_patched": netpoll.patch.is_patched("ssl")}))
+        """,
+        backend=backend,
+    )
+    assert out["answers"] == sorted(f"/tls/{i}" for i in range(4))
+    assert out["kinds"] == ["netpoll.green.ssl"]
+    assert out["ssl_patched"] is True

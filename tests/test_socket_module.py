@@ -15,6 +15,7 @@ import socket as std
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -354,4 +355,46 @@ def test_faults_stall_a_read_past_its_timeout(listening: std.socket) -> None:
         with pytest.raises(std.timeout):
             s.recv(4)
         s.close()
+    t.join(PEER)
+
+
+def test_a_dropped_socket_is_closed_through_its_fd(listening: std.socket) -> None:
+    import gc
+
+    from netpoll.core import finalizer
+    from tests.helpers.net import open_fds
+
+    t = _echo_once(listening)
+    before = open_fds()
+    s = nsock.create_connection(("127.0.0.1", _port(listening)), timeout=PEER)
+    s.sendall(b"z")
+    assert s.recv(1) == b"z"  # parked once: the FD and its pollDesc exist
+    fd = s.fileno()
+    assert fd in open_fds()
+    with pytest.warns(ResourceWarning, match="unclosed netpoll socket"):
+        del s
+        gc.collect()
+    assert finalizer.drain()
+    assert fd not in open_fds() - before  # closed (the leak check also counts pollDescs)
+    t.join(PEER)
+
+
+def test_faults_fail_socket_creation_and_sendfile(listening: std.socket, tmp_path: Path) -> None:
+    with Faults() as f:
+        rule = f.fail("socket", errno.EMFILE, times=1)
+        with pytest.raises(OSError) as info:
+            nsock.socket()
+        assert info.value.errno == errno.EMFILE and rule.fired == 1
+    t = _echo_once(listening)
+    data = bytes(range(256)) * 100
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    with nsock.create_connection(("127.0.0.1", _port(listening)), timeout=PEER) as s:
+        with path.open("rb") as fh:
+            assert s.sendfile(fh) == len(data)
+        s.shutdown(std.SHUT_WR)
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+    assert got == data
     t.join(PEER)

@@ -31,8 +31,9 @@ pollDesc.
   ``sendmsg``, flagged ``recvfrom``/``sendto``, ``bind``, ``setsockopt`` and
   ``socketpair`` call the OS directly (the hook specification has no entry
   for them).  Over TLS (:mod:`netpoll.green.ssl`) OpenSSL reads and writes
-  the descriptor itself, so the data calls bypass the hooks there; the
-  connect still goes through them.
+  the descriptor itself, bypassing the hooks, unless a plugin watched them
+  when the TLS connection started (then it runs on memory BIOs over the
+  hooked calls).
 * **Lookups** (``getaddrinfo``, ``gethostbyname``, ...) and a ``connect``
   to a host name run in :func:`netpoll.blocking`'s thread pool from a
   goroutine, so a slow resolver does not stop its M.
@@ -155,6 +156,17 @@ class _Flagged:
         return getattr(self._raw, name)
 
 
+def _set_pd_deadline(fd: FD, d: float, mode: int) -> None:
+    """``FD.set_*_deadline`` without the wall-clock round trip (``d``: monotonic, 0 clears)."""
+    fd.incref()
+    try:
+        pd = fd.pd
+        if pd is not None:
+            pd.set_deadline(d, mode)
+    finally:
+        fd.decref()
+
+
 def _shrink(buf: bytearray, n: int) -> bytes:
     """The first ``n`` bytes of ``buf`` as bytes.
 
@@ -166,6 +178,13 @@ def _shrink(buf: bytearray, n: int) -> bytes:
     except BufferError:
         return bytes(memoryview(buf)[:n])
     return bytes(buf)
+
+
+def _is_ip_literal(host: str) -> bool:
+    """An IPv4 or IPv6 address (a ``%scope`` suffix allowed), not a name."""
+    if _is_numeric_host(_std.AF_INET, host):
+        return True
+    return _std.has_ipv6 and _is_numeric_host(_std.AF_INET6, host.split("%", 1)[0])
 
 
 def _is_numeric_host(family: int, host: str) -> bool:
@@ -209,8 +228,15 @@ class socket(_StdSocket):
             made.detach()
         else:
             raw = _RawSocket(family, type, proto, fileno=fileno)
-        raw.setblocking(False)
-        _StdSocket.__init__(self, raw.family, raw.type, raw.proto, fileno=raw.fileno())
+        try:
+            raw.setblocking(False)
+            _StdSocket.__init__(self, raw.family, raw.type, raw.proto, fileno=raw.fileno())
+        except BaseException:
+            if fileno is None:
+                raw.close()
+            else:
+                raw.detach()  # a failed constructor leaves the caller's descriptor open
+            raise
         self._adopt_raw(raw)
 
     def _adopt_raw(self, raw: _RawSocket) -> None:
@@ -253,15 +279,39 @@ class socket(_StdSocket):
         """Set this call's deadline from the timeout (None: none)."""
         t = self._gtimeout
         if t is not None:
-            # FD.set_*_deadline without the wall-clock round trip: the
-            # pollDesc keeps monotonic deadlines.
-            fd.incref()
-            try:
-                pd = fd.pd
-                if pd is not None:
-                    pd.set_deadline(_monotonic() + t, mode)
-            finally:
-                fd.decref()
+            _set_pd_deadline(fd, _monotonic() + t, mode)
+
+    def _recv_until(self, n: int, deadline: float | None, nonblocking: bool) -> bytes:
+        """Up to ``n`` bytes through the read hook, parking until ``deadline`` (monotonic).
+
+        For the TLS layer's memory BIOs: ``BlockingIOError`` if ``nonblocking``
+        and nothing is queued.
+        """
+        raw = self._live_raw()
+        buf = bytearray(n)
+        if nonblocking:
+            return _shrink(buf, _table.read(raw, buf))
+        fd = self._get_fd()
+        try:
+            _set_pd_deadline(fd, 0.0 if deadline is None else deadline, MODE_R)
+            k = fd.readinto(buf)
+        except DeadlineExceededError:
+            raise _timed_out() from None
+        except NetClosingError:
+            raise _ebadf() from None
+        return _shrink(buf, k)
+
+    def _send_until(self, data: bytes, deadline: float | None) -> None:
+        """All of ``data`` through the write hook, parking until ``deadline`` (monotonic)."""
+        self._live_raw()
+        fd = self._get_fd()
+        try:
+            _set_pd_deadline(fd, 0.0 if deadline is None else deadline, MODE_W)
+            fd.write(data)
+        except DeadlineExceededError:
+            raise _timed_out() from None
+        except NetClosingError:
+            raise _ebadf() from None
 
     def _io(self, mode: int, attempt: Callable[[], _T]) -> _T:
         """Run ``attempt`` (which raises BlockingIOError on EAGAIN) with the timeout.
@@ -307,11 +357,6 @@ class socket(_StdSocket):
             if value != value or value < 0:
                 raise ValueError("Timeout value out of range")
         self._gtimeout = value
-        if self._raw is not None and self._raw.fileno() >= 0:
-            # The descriptor stays O_NONBLOCK whatever the timeout (ssl's
-            # wrap_socket may have switched it while detaching the old object).
-            _CSocket.settimeout(self, 0.0)
-            self._raw.setblocking(False)
         fd = self._fd
         if fd is not None and (value is None or value == 0.0):
             try:
@@ -774,7 +819,13 @@ def fromfd(fd: int, family: int, type: int, proto: int = 0) -> socket:
 def getaddrinfo(
     host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
 ) -> list[tuple[Any, Any, int, str, Any]]:
-    """:func:`socket.getaddrinfo`, run in :func:`netpoll.blocking`'s pool from a goroutine."""
+    """:func:`socket.getaddrinfo`, run in :func:`netpoll.blocking`'s pool from a goroutine.
+
+    A numeric host (or None) needs no resolver: it is answered in the caller,
+    saving the pool round trip on every connect to an address.
+    """
+    if host is None or (isinstance(host, str) and _is_ip_literal(host)):
+        return _orig_getaddrinfo(host, port, family, type, proto, flags)
     return _blocking(_orig_getaddrinfo, host, port, family, type, proto, flags)
 
 

@@ -12,10 +12,15 @@ stdlib's do).  A plain connect/accept under the TLS socket is the green
 socket's (through the syscall hooks).
 
 **Fault injection:** OpenSSL's own ``read``/``write`` of the descriptor do
-not pass through netpoll's syscall hooks, so ``netpoll.testing.Faults``
-rules on ``read``/``write`` do not reach TLS traffic of these sockets
-(connect/accept/close rules do).  For TLS whose every byte is injectable, use
-``netpoll.tls`` (the memory-BIO path over a netpoll conn).
+not pass through netpoll's syscall hooks.  So a TLS socket whose first TLS
+call (the handshake, normally) comes while a plugin wraps the ``read`` or
+``write`` hook, as a ``netpoll.testing.Faults`` rule on them does, runs on
+memory BIOs instead: OpenSSL reads and writes two ``MemoryBIO`` objects and
+this class moves the records through the green socket's hooked ``recv`` and
+``send`` path, so the rules reach the TLS traffic (the mode is chosen once
+per connection; one made before the rules keeps the direct path).  It is
+the same C TLS object either way (``SSLContext._wrap_bio`` rather than
+``_wrap_socket``), so every ``SSLSocket`` method works in both modes.
 
 :class:`SSLContext` is the stdlib's with ``sslsocket_class`` set to
 :class:`SSLSocket`; ``create_default_context`` and the other module
@@ -27,6 +32,7 @@ functions are the stdlib's, looking names up in this module.
 
 from __future__ import annotations
 
+import contextlib
 import ssl as _std
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -50,6 +56,9 @@ _OrigSSLContext = _std.SSLContext
 _SSLWantReadError = _std.SSLWantReadError
 _SSLWantWriteError = _std.SSLWantWriteError
 _time_now = _gsocket._time_now
+_monotonic = _gsocket._monotonic
+#: How much one read from the descriptor feeds a memory BIO.
+_BIO_READ = 65536
 
 
 class _WantOther(Exception):
@@ -66,8 +75,77 @@ class SSLSocket(_OrigSSLSocket, _gsocket.socket):  # type: ignore[misc]
     Made by :meth:`SSLContext.wrap_socket`, as the stdlib's.
     """
 
+    _sslobj: Any  # the stdlib's: the C TLS object (None before connect / after unwrap)
+    _session: Any
+    _context: Any
+    #: (incoming, outgoing) memory BIOs when TLS runs on them (see _choose_mode).
+    _bio: tuple[Any, Any] | None = None
+    _mode_chosen = False
+
+    def _choose_mode(self) -> None:
+        """At the first TLS call: memory BIOs if a plugin watches reads or writes now.
+
+        Then the TLS records go through the green socket's ``recv``/``send``
+        path, i.e. the syscall hooks, and fault rules reach them (as
+        ``netpoll.tls`` does); otherwise OpenSSL reads and writes the
+        descriptor itself, which is faster.  The TLS object is the same C
+        type either way (``SSLContext._wrap_bio`` instead of ``_wrap_socket``),
+        so every ``SSLSocket`` method works on both.
+        """
+        self._mode_chosen = True
+        wrapped = _gsocket._table.wrapped
+        if self._sslobj is None or not (wrapped.get("read") or wrapped.get("write")):
+            return
+        incoming, outgoing = _std.MemoryBIO(), _std.MemoryBIO()
+        self._sslobj = self._context._wrap_bio(
+            incoming,
+            outgoing,
+            self.server_side,
+            self.server_hostname,
+            owner=self,
+            session=self._session,
+        )
+        self._bio = (incoming, outgoing)
+
+    def _bio_io(self, op: Callable[[], _T], timeout: float | None) -> _T:
+        """Run ``op`` on memory BIOs: flush what it wrote, feed it what it wants to read."""
+        assert self._bio is not None
+        incoming, outgoing = self._bio
+        deadline = None if not timeout else _monotonic() + timeout
+        while True:
+            try:
+                result = op()
+            except (_SSLWantReadError, _SSLWantWriteError) as want:
+                self._bio_flush(outgoing, deadline)
+                if isinstance(want, _SSLWantWriteError):
+                    continue
+                try:
+                    chunk = self._recv_until(_BIO_READ, deadline, timeout == 0.0)
+                except BlockingIOError:
+                    raise want from None
+                if chunk:
+                    incoming.write(chunk)
+                else:
+                    incoming.write_eof()
+                continue
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    self._bio_flush(outgoing, deadline)  # an alert for the peer
+                raise
+            self._bio_flush(outgoing, deadline)
+            return result
+
+    def _bio_flush(self, outgoing: Any, deadline: float | None) -> None:
+        data = outgoing.read()
+        if data:
+            self._send_until(data, deadline)
+
     def _ssl_io(self, op: Callable[[], _T], timeout: float | None) -> _T:
         """Run the TLS call ``op``, parking on whatever direction OpenSSL wants."""
+        if not self._mode_chosen:
+            self._choose_mode()
+        if self._bio is not None:
+            return self._bio_io(op, timeout)
         if timeout == 0.0:
             return op()
         fd = self._get_fd()
@@ -107,14 +185,26 @@ class SSLSocket(_OrigSSLSocket, _gsocket.socket):  # type: ignore[misc]
                 except OSError:
                     pass
 
+    def settimeout(self, value: float | None) -> None:
+        """As the green socket's, and the descriptor is put back in non-blocking mode.
+
+        ``SSLContext.wrap_socket`` detaches the socket it wraps, which leaves
+        the (shared) descriptor blocking when that socket had no timeout;
+        the stdlib's ``_create`` then calls ``settimeout`` on the new object.
+        """
+        _gsocket.socket.settimeout(self, value)
+        raw = self._raw
+        if raw is not None and raw.fileno() >= 0:
+            _gsocket._CSocket.settimeout(self, 0.0)
+            raw.setblocking(False)
+
     def do_handshake(self, block: bool = False) -> None:
         """The TLS handshake; parks until done (``block`` forces it in non-blocking mode)."""
         self._check_connected()  # type: ignore[attr-defined]
         timeout = self.gettimeout()
         if timeout == 0.0 and block:
             timeout = None
-        sslobj = self._sslobj  # type: ignore[attr-defined]
-        self._ssl_io(sslobj.do_handshake, timeout)
+        self._ssl_io(lambda: self._sslobj.do_handshake(), timeout)
 
     def read(self, len: int = 1024, buffer: Any = None) -> Any:
         """Read up to ``len`` bytes of plaintext (into ``buffer`` if given)."""
@@ -126,17 +216,25 @@ class SSLSocket(_OrigSSLSocket, _gsocket.socket):  # type: ignore[misc]
 
     def send(self, data: Any, flags: int = 0) -> int:
         """Send plaintext (TLS) or bytes (before the handshake), parking as needed."""
-        if self._sslobj is None:  # type: ignore[attr-defined]
+        if self._sslobj is None:
             return _gsocket.socket.send(self, data, flags)
         if flags != 0:
             raise ValueError(f"non-zero flags not allowed in calls to send() on {self.__class__}")
-        sslobj = self._sslobj  # type: ignore[attr-defined]
-        n: int = self._ssl_io(lambda: sslobj.write(data), self.gettimeout())
+        n: int = self._ssl_io(lambda: self._sslobj.write(data), self.gettimeout())
         return n
 
     def unwrap(self) -> Any:
         """Shut TLS down (close_notify both ways); returns the plain socket."""
-        return self._ssl_io(lambda: _OrigSSLSocket.unwrap(self), self.gettimeout())
+        if not self._mode_chosen:
+            self._choose_mode()
+        if self._bio is None:
+            return self._ssl_io(lambda: _OrigSSLSocket.unwrap(self), self.gettimeout())
+        if self._sslobj is None:
+            raise ValueError(f"No SSL wrapper around {self}")
+        self._ssl_io(lambda: self._sslobj.shutdown(), self.gettimeout())
+        self._sslobj = None
+        self._bio = None
+        return self
 
 
 class SSLContext(_OrigSSLContext):

@@ -18,10 +18,11 @@ What stays the stdlib's, and why:
   :func:`netpoll.go`, not by patching ``Thread``).  ``Thread.join`` and the
   interpreter's own thread bookkeeping use ``_thread`` locks, so ``join()``
   in a goroutine blocks its M: use ``netpoll.blocking(t.join)``.
-* ``local``: goroutines of one M share the thread's ``threading.local``
-  (gevent makes it greenlet-local).  Keep per-goroutine state in
-  :mod:`contextvars` (each goroutine is a greenlet with its own context).
 * ``Timer`` runs in a thread as before.
+
+:class:`local` is per goroutine (per thread outside goroutines), as gevent
+makes it per greenlet: with the stdlib's, the goroutines of one M would share
+one set of "thread-local" attributes (one connection, one transaction).
 
 The owner of an :class:`RLock` is the goroutine, or the thread outside
 goroutines, so two goroutines on one M exclude each other as two threads do.
@@ -32,6 +33,7 @@ from __future__ import annotations
 import _thread
 import threading as _std
 import time as _time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
@@ -52,6 +54,8 @@ _allocate_lock = _thread.allocate_lock
 _monotonic = _time.monotonic
 _get_ident = _thread.get_ident
 _OrigBarrier = _std.Barrier
+_current_thread = _std.current_thread
+_OrigRLock = _thread.RLock
 
 
 def _me() -> object:
@@ -429,7 +433,110 @@ class Barrier(_OrigBarrier):
         self._cond = Condition(Lock())
 
 
+def _local_key() -> object:
+    """Whose attributes a :class:`local` shows: the goroutine's, else the thread's."""
+    g = current_goroutine()
+    return g if g is not None else _current_thread()
+
+
+class _LocalImpl:
+    """A :class:`local`'s per-owner dicts (weakly keyed: they go with their owner)."""
+
+    __slots__ = ("__weakref__", "args", "dicts", "kw", "lock")
+
+    def __init__(self, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
+        self.args = args
+        self.kw = kw
+        self.dicts: weakref.WeakKeyDictionary[object, dict[str, Any]] = weakref.WeakKeyDictionary()
+        # Held only while one attribute access swaps the dict in (a plain
+        # thread lock: nothing parks inside).
+        self.lock = _OrigRLock()
+
+
+def _local_enter(self: local) -> _LocalImpl:
+    """Take the lock and put the caller's dict in place (running ``__init__`` if new)."""
+    impl: _LocalImpl = object.__getattribute__(self, "_local__impl")
+    impl.lock.acquire()
+    try:
+        key = _local_key()
+        d = impl.dicts.get(key)
+        if d is None:
+            d = {}
+            impl.dicts[key] = d
+            object.__setattr__(self, "__dict__", d)
+            init = type(self).__init__
+            if init is not object.__init__:
+                init(self, *impl.args, **impl.kw)
+        else:
+            object.__setattr__(self, "__dict__", d)
+    except BaseException:
+        impl.lock.release()
+        raise
+    return impl
+
+
+class local:
+    """``threading.local`` whose attributes belong to the goroutine (or thread).
+
+    Subclasses work as with the stdlib's: ``__init__`` runs again, with the
+    constructor's arguments, the first time each goroutine or thread touches
+    the object.
+    """
+
+    __slots__ = ("__dict__", "__weakref__", "_local__impl")
+
+    def __new__(cls, *args: Any, **kw: Any) -> local:
+        if (args or kw) and cls.__init__ is object.__init__:
+            raise TypeError("Initialization arguments are not supported")
+        self = object.__new__(cls)
+        impl = _LocalImpl(args, kw)
+        object.__setattr__(self, "_local__impl", impl)
+        # The creator's dict is the one __init__ (run by the constructor) fills.
+        impl.dicts[_local_key()] = object.__getattribute__(self, "__dict__")
+        return self
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in ("_local__impl", "__class__"):
+            return object.__getattribute__(self, name)
+        impl = _local_enter(self)
+        try:
+            return object.__getattribute__(self, name)
+        finally:
+            impl.lock.release()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "__dict__":
+            raise AttributeError(
+                f"{type(self).__name__!r} object attribute '__dict__' is read-only"
+            )
+        impl = _local_enter(self)
+        try:
+            object.__setattr__(self, name, value)
+        finally:
+            impl.lock.release()
+
+    def __delattr__(self, name: str) -> None:
+        if name == "__dict__":
+            raise AttributeError(
+                f"{type(self).__name__!r} object attribute '__dict__' is read-only"
+            )
+        impl = _local_enter(self)
+        try:
+            object.__delattr__(self, name)
+        finally:
+            impl.lock.release()
+
+
 #: The names this module replaces in the stdlib's.
-GREEN_NAMES = ("Lock", "RLock", "Condition", "Event", "Semaphore", "BoundedSemaphore", "Barrier")
+GREEN_NAMES = (
+    "Lock",
+    "RLock",
+    "Condition",
+    "Event",
+    "Semaphore",
+    "BoundedSemaphore",
+    "Barrier",
+    "local",
+)
 
 __all__ = sorted({*_std.__all__, *GREEN_NAMES})
