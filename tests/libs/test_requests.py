@@ -14,9 +14,9 @@ libraries patched per library in this process and with
   middle of a body as ``requests.exceptions.ChunkedEncodingError``; a read
   whose wakeup never comes as ``requests.ReadTimeout`` at the read timeout.
 
-Over https the read faults (reset, stall) are strict xfails: the green
-``ssl`` lets OpenSSL read the descriptor itself, past netpoll's hooks
-(:data:`TLS_READS_NOT_INJECTABLE`); refused connects are injected either way.
+Over https the read faults reach the TLS records because the rules are in
+place before the connection's first TLS call (the green ``ssl`` then runs it
+on memory BIOs through netpoll's hooks; see :func:`watch_reads`).
 """
 
 from __future__ import annotations
@@ -43,15 +43,6 @@ from urllib3.util.retry import Retry  # noqa: E402
 #: What ``netpoll.patch.library`` is called with in the ``library`` mode.
 PATCH_LIBRARIES = ["requests", "urllib3"]
 SCHEMES = ["http", "https"]
-#: netpoll.green.ssl lets OpenSSL read and write the descriptor itself, so
-#: Faults' read rules never see TLS traffic (issue 17 item 4 asks for the
-#: memory-BIO path while a plugin watches the calls).  Strict: these start
-#: passing, and must be unmarked, once TLS traffic is injectable.
-TLS_READS_NOT_INJECTABLE = pytest.mark.xfail(
-    strict=True, reason="green ssl: OpenSSL's own reads bypass netpoll's syscall hooks"
-)
-#: The schemes of the read-fault tests.
-READ_FAULT_SCHEMES = ["http", pytest.param("https", marks=TLS_READS_NOT_INJECTABLE)]
 N = 20
 
 
@@ -117,22 +108,37 @@ def fault_refused(scheme: str, srv: HTTPServers) -> dict[str, Any]:
     return netpoll.run(main)
 
 
+def watch_reads(f: Faults) -> None:
+    """A read rule that never fires, so reads are watched from now on.
+
+    The green ``ssl`` decides at a TLS connection's first call whether its
+    records go through netpoll's read/write hooks (memory BIOs, while a
+    plugin watches them) or OpenSSL reads the descriptor itself; a
+    connection made before any read rule existed is out of the faults'
+    reach for its whole life.
+    """
+    f.fail("read", errno.EIO, where=lambda _st: False)
+
+
 def fault_reset(scheme: str, srv: HTTPServers) -> dict[str, Any]:
     """Reset before the status line: retried; 100 kB into a 300 kB body: ChunkedEncodingError.
 
     Each rule is added once the Session holds a connected (for https:
     handshaken) connection, so its byte count starts at the next response.
+    Reads are watched (:func:`watch_reads`) before that connection is made.
     """
 
     def main() -> dict[str, Any]:
         out: dict[str, Any] = {}
         retry = Retry(total=2, read=2, backoff_factor=0)
         with session(srv, retries=retry, pool=1) as s, Faults() as f:
+            watch_reads(f)
             s.get(srv.url(scheme, "/echo/warm"), timeout=10)
             rule = f.reset_after(0, "read", times=1)
             out["retried"] = s.get(srv.url(scheme, "/echo/retried"), timeout=10).text
             out["reset_conns"] = rule.connections
         with session(srv, pool=1) as s, Faults() as f:
+            watch_reads(f)
             s.get(srv.url(scheme, "/echo/warm"), timeout=10)
             f.reset_after(100_000, "read", times=1)
             try:
@@ -152,8 +158,9 @@ def fault_stall(scheme: str, srv: HTTPServers) -> dict[str, Any]:
     def main() -> dict[str, Any]:
         out: dict[str, Any] = {}
         with session(srv) as s:
-            s.get(srv.url(scheme, "/echo/warm"), timeout=10)  # a pooled, connected conn
             with Faults() as f:
+                watch_reads(f)
+                s.get(srv.url(scheme, "/echo/warm"), timeout=10)  # a pooled, connected conn
                 f.eagain("read", wake=False)
                 start = time.monotonic()
                 try:
@@ -224,7 +231,7 @@ def test_refused_connect_is_retried_or_connection_error(
     assert r["error"] == "ConnectionError" and "refused" in r["message"].lower(), r
 
 
-@pytest.mark.parametrize("scheme", READ_FAULT_SCHEMES)
+@pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("mode", MODES)
 def test_reset_is_retried_or_chunked_encoding_error(
     mode: str, scheme: str, scenario: Any, http_srv: HTTPServers
@@ -235,7 +242,7 @@ def test_reset_is_retried_or_chunked_encoding_error(
     assert "reset" in r["message"].lower(), r
 
 
-@pytest.mark.parametrize("scheme", READ_FAULT_SCHEMES)
+@pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("mode", MODES)
 def test_stalled_read_is_read_timeout(
     mode: str, scheme: str, scenario: Any, http_srv: HTTPServers

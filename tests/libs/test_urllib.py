@@ -13,9 +13,9 @@ with the stdlib patched per library in this process and with
   ``ConnectionResetError`` out of ``read()`` (``http.client`` wraps neither);
   a read whose wakeup never comes is ``TimeoutError`` at ``urlopen``'s timeout.
 
-Over https the read faults (reset, stall) are strict xfails: the green
-``ssl`` lets OpenSSL read the descriptor itself, past netpoll's hooks
-(:data:`TLS_READS_NOT_INJECTABLE`); refused connects are injected either way.
+Over https the read faults reach the TLS records because the rules are in
+place before the connection's first TLS call (the green ``ssl`` then runs it
+on memory BIOs through netpoll's hooks).
 """
 
 from __future__ import annotations
@@ -41,15 +41,6 @@ from tests.libs.conftest import MODES
 #: What ``netpoll.patch.library`` is called with in the ``library`` mode.
 PATCH_LIBRARIES = ["urllib", "http"]
 SCHEMES = ["http", "https"]
-#: netpoll.green.ssl lets OpenSSL read and write the descriptor itself, so
-#: Faults' read rules never see TLS traffic (issue 17 item 4 asks for the
-#: memory-BIO path while a plugin watches the calls).  Strict: these start
-#: passing, and must be unmarked, once TLS traffic is injectable.
-TLS_READS_NOT_INJECTABLE = pytest.mark.xfail(
-    strict=True, reason="green ssl: OpenSSL's own reads bypass netpoll's syscall hooks"
-)
-#: The schemes of the read-fault tests.
-READ_FAULT_SCHEMES = ["http", pytest.param("https", marks=TLS_READS_NOT_INJECTABLE)]
 N = 20
 
 
@@ -213,7 +204,7 @@ def test_refused_connect_is_url_error(
     assert r["fired"] >= 1, r
 
 
-@pytest.mark.parametrize("scheme", READ_FAULT_SCHEMES)
+@pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("mode", MODES)
 def test_reset_mid_body_is_connection_reset(
     mode: str, scheme: str, scenario: Any, http_srv: HTTPServers
@@ -223,7 +214,7 @@ def test_reset_mid_body_is_connection_reset(
     assert r["after"] == "after"
 
 
-@pytest.mark.parametrize("scheme", READ_FAULT_SCHEMES)
+@pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("mode", MODES)
 def test_stalled_read_times_out(
     mode: str, scheme: str, scenario: Any, http_srv: HTTPServers
