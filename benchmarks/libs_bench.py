@@ -415,28 +415,42 @@ def main(argv: list[str]) -> int:
 
 
 def _table(results: dict[str, dict[str, list[dict[str, Any]]]], args: argparse.Namespace) -> None:
+    """Medians per workload and kind; ratios of each to gevent and threads.
+
+    Two figures: ops/s (wall clock) and ops per CPU-second of the client
+    (``ops/cpu-s``), which is what a busy machine disturbs least: a client
+    that gets only part of a CPU does fewer ops/s but about the same ops per
+    CPU-second.
+    """
     print(
         f"\n{args.workers} workers, {args.rounds} interleaved rounds of {args.seconds:g} s "
         f"(+{args.warmup:g} s warm-up); median (min-max)"
     )
-    hdr = f"{'workload':<10}{'kind':<13}{'ops/s':>22}{'client CPU':>12}{'busy':>7}"
-    hdr += f"{'vs gevent':>11}{'vs threads':>12}"
+    hdr = f"{'workload':<9}{'kind':<12}{'ops/s':>22}{'ops/cpu-s':>11}{'cli CPU':>8}{'busy':>6}"
+    hdr += f"{'/gevent':>9}{'/threads':>9}{'cpu/gevent':>11}{'cpu/threads':>12}"
     print(hdr)
     for workload, per_kind in results.items():
         med = {k: statistics.median(r["rate"] for r in rs) for k, rs in per_kind.items()}
+        eff = {
+            k: statistics.median(r["ops"] / r["cpu"] for r in rs if r["cpu"] > 0)
+            for k, rs in per_kind.items()
+        }
+
+        def ratio(table: dict[str, float], kind: str, base: str) -> str:
+            return f"{table[kind] / table[base]:.2f}x" if base in table and base != kind else "-"
+
         for kind, rs in per_kind.items():
             rates = [r["rate"] for r in rs]
             cpu = statistics.median(r["cpu"] / r["secs"] for r in rs) * 100
             busy = statistics.median(r.get("busy", float("nan")) for r in rs) * 100
             rng = f"{med[kind]:,.0f} ({min(rates):,.0f}-{max(rates):,.0f})"
-            vs = [
-                f"{med[kind] / med[b]:.2f}x" if b in med and b != kind else "-"
-                for b in ("gevent", "threads")
-            ]
             print(
-                f"{workload:<10}{kind:<13}{rng:>22}{cpu:>11.0f}%{busy:>6.0f}%{vs[0]:>11}{vs[1]:>12}"
+                f"{workload:<9}{kind:<12}{rng:>22}{eff[kind]:>11,.0f}{cpu:>7.0f}%{busy:>5.0f}%"
+                f"{ratio(med, kind, 'gevent'):>9}{ratio(med, kind, 'threads'):>9}"
+                f"{ratio(eff, kind, 'gevent'):>11}{ratio(eff, kind, 'threads'):>12}"
             )
-    print("busy: whole-machine busy CPU during the client's run (100% = one CPU), all processes")
+    print("cli CPU: the client's CPU use in its window (100% = one CPU); busy: whole-machine")
+    print("busy CPU during the client's life, all processes (200% = both CPUs of a 2-CPU box)")
 
 
 if __name__ == "__main__":
