@@ -214,6 +214,11 @@ def all() -> None:
                 std.SSLContext.sslsocket_class = _gssl.SSLSocket
             _saved[name] = saved
         _install_finder()
+        # psycopg waits in a function it picks at import (C poll() unless
+        # gevent patched select): it needs its own hook, after its import.
+        from netpoll.green import psycopg_support
+
+        psycopg_support.install_when_imported()
     if late:
         warnings.warn(
             "netpoll.patch.all() ran after these modules imported stdlib objects by name, "
@@ -469,6 +474,11 @@ def library(name: str) -> types.ModuleType:
                 continue
             _rebind_globals(mod, mapping)
             early.extend(_stdlib_objects_made_early(modname, mod))
+        if top == "psycopg":
+            # Its waits are chosen at import, not through socket/select.
+            from netpoll.green import psycopg_support
+
+            psycopg_support.install()
     if early:
         warnings.warn(
             f"netpoll.patch.library({name!r}): these objects were made before the call "

@@ -104,7 +104,10 @@ _monotonic = _time.monotonic
 _table = _runtime.table
 
 #: Guards the lazy creation of a socket's FD against a close in another thread.
-_fd_lock = _threading.Lock()
+#: Reentrant: making the FD allocates, an allocation may run the garbage
+#: collector, and a finalizer it runs may close another green socket in this
+#: thread (urllib3 closes a dropped pool's connections from weakref.finalize).
+_fd_lock = _threading.RLock()
 
 
 def _timed_out() -> OSError:

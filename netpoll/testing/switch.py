@@ -87,7 +87,12 @@ Cost
 
 Thread safety
     Filters run in the calling thread (several at once); the tables are
-    guarded by one lock, never held while a filter or a syscall runs.
+    guarded by one lock, never held while a filter or a syscall runs.  The
+    lock is reentrant: the garbage collector may run a finalizer that closes
+    a socket (``weakref.finalize`` in urllib3's pools does) on any
+    allocation, including one made while the lock is held (registering a
+    hook wrapper allocates), and that close passes through this Switch in
+    the same thread.
 """
 
 from __future__ import annotations
@@ -327,7 +332,8 @@ class Switch:
 
             pm = runtime.pm
         self._pm = pm
-        self._lock = threading.Lock()
+        # Reentrant: see "Thread safety" in the module docstring.
+        self._lock = threading.RLock()
         # The filter table: kind -> the (owner, filter) pairs of its layers,
         # in the order the layers were first used.  Owner None is sw.set()'s
         # slot; a Faults object is another.  A kind is a key only while it has

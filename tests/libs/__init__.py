@@ -1,0 +1,1 @@
+"""Real client libraries against real servers, on goroutines (issue 17, item 5)."""
