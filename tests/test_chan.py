@@ -25,8 +25,8 @@ import pytest
 
 import netpoll
 from netpoll import Chan, ChanClosed, Mutex, RecvCase, Selected, SendCase, WaitGroup, select
+from netpoll.core.g import current_g, current_goroutine
 from netpoll.core.runtime import runtime
-from netpoll.core.sched import current_g, current_goroutine
 
 KINDS = pytest.mark.parametrize(
     "kind", ["thread", pytest.param("goroutine", marks=pytest.mark.netpoll_goroutine)]
