@@ -22,7 +22,7 @@ import netpoll
 import netpoll.core.sched as sched
 from netpoll import Chan, GoroutineHogWarning, Mutex, WaitGroup
 from netpoll.core import procs, sysmon
-from netpoll.core.g import GreenletExit, current_g, current_goroutine
+from netpoll.core.g import GreenletExit, GreenletG, current_g, current_goroutine
 from netpoll.core.goroutine import g_of
 from netpoll.core.runtime import runtime
 
@@ -614,6 +614,38 @@ def test_procs_bad_value(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv(procs.ENV_PROCS, value)
     with pytest.raises(ValueError, match=procs.ENV_PROCS):
         netpoll.go(lambda: None)
+
+
+def test_stop_ends_a_sleeping_m_and_its_goroutines_cleanup_runs_to_the_end() -> None:
+    """``M.stop()`` from another thread ends an M asleep in its poller (interpreter exit).
+
+    Its goroutine gets GreenletExit, parks again in its ``finally`` (gosched),
+    and the M's end-of-life drain runs it to the end before the M retires.
+    """
+    m = procs._start_background_m("stop-test")
+    started = threading.Event()
+    cleaned: list[str] = []
+
+    def body() -> None:
+        try:
+            started.set()
+            Chan[int]().recv()  # parks for good
+        finally:
+            netpoll.gosched()  # parks in its cleanup: the drain must run it again
+            cleaned.append("done")
+
+    m.spawn(GreenletG(m, body, (), {}))
+    assert started.wait(JOIN)
+    deadline = time.monotonic() + JOIN
+    while not m.sleeping and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert m.sleeping, "the M never went to sleep in its poller"
+    m.stop()
+    assert m.thread is not None
+    m.thread.join(JOIN)
+    assert not m.thread.is_alive(), "stop() did not wake the sleeping M"
+    assert cleaned == ["done"]
+    assert m.exited and m not in procs.all_ms() and m.poller is None
 
 
 @goroutine
