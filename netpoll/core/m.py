@@ -138,7 +138,7 @@ class M:
         # queue; we append and then look at ``sleeping``.  One of the two
         # sees the other.
         if self.sleeping:
-            self._break()
+            self.wake()
 
     def stop(self) -> None:
         """Ask this M's loop to return once it has nothing left to run (any thread)."""
@@ -149,9 +149,15 @@ class M:
         # One of the two sees the other, so the loop either returns without
         # sleeping or is woken out of its poller here.
         if self.sleeping:
-            self._break()
+            self.wake()
 
-    def _break(self) -> None:
+    def wake(self) -> None:
+        """``netpollbreak`` this M's poller (any thread): a sleeping M looks again.
+
+        Clearing ``sleeping`` first spares later wakers a second break; the
+        break itself is issued anyway, so an M that set ``sleeping`` a moment
+        later still returns from its poll.
+        """
         self.sleeping = False
         poller = self.poller
         if poller is not None:

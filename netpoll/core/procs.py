@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 
 from netpoll.core import forking, sysmon
 from netpoll.core.m import M
-from netpoll.core.runtime import runtime
 from netpoll.core.wakefd import wake_fds
 
 if TYPE_CHECKING:
@@ -35,7 +34,6 @@ ENV_PROCS = "NETPOLL_PROCS"
 #: How long interpreter exit waits for the background Ms to end their Gs.
 EXIT_STOP_TIMEOUT = 2.0
 
-_table = runtime.table
 _monotonic = time.monotonic
 
 _ms_lock = threading.Lock()
@@ -91,12 +89,7 @@ def live_goroutines() -> list[GreenletG]:
 def break_all_pollers() -> None:
     """``netpollbreak`` every M's poller (fault injection delivers fake events so)."""
     for m in all_ms():
-        poller = m.poller
-        if poller is not None:
-            try:
-                _table.netpollbreak(poller)
-            except (OSError, RuntimeError):
-                pass  # shutting down
+        m.wake()
 
 
 def procs() -> int:

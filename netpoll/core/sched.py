@@ -173,23 +173,38 @@ def gosched() -> None:
     g.m.hub.switch()
 
 
-_blocking_pool: ThreadPoolExecutor | None = None
-_blocking_lock = threading.Lock()
+class _BlockingPool:
+    """The :func:`blocking` thread pool, made on first use (a fork's child makes its own)."""
+
+    __slots__ = ("_lock", "_pool")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def get(self) -> ThreadPoolExecutor:
+        """The pool (``NETPOLL_BLOCKING_THREADS`` threads at most, default 16)."""
+        pool = self._pool
+        if pool is None:
+            with self._lock:
+                pool = self._pool
+                if pool is None:
+                    raw = os.environ.get(ENV_BLOCKING_THREADS, "").strip()
+                    size = int(raw) if raw.isdigit() and int(raw) > 0 else 16
+                    pool = self._pool = ThreadPoolExecutor(
+                        max_workers=size, thread_name_prefix="netpoll-blocking"
+                    )
+        return pool
+
+    def after_fork_in_child(self) -> None:
+        """Forget the parent's pool: its threads are not in this process."""
+        self._lock = threading.Lock()
+        self._pool = None
 
 
-def _pool() -> ThreadPoolExecutor:
-    global _blocking_pool
-    pool = _blocking_pool
-    if pool is None:
-        with _blocking_lock:
-            pool = _blocking_pool
-            if pool is None:
-                raw = os.environ.get(ENV_BLOCKING_THREADS, "").strip()
-                size = int(raw) if raw.isdigit() and int(raw) > 0 else 16
-                pool = _blocking_pool = ThreadPoolExecutor(
-                    max_workers=size, thread_name_prefix="netpoll-blocking"
-                )
-    return pool
+_blocking = _BlockingPool()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_blocking.after_fork_in_child)
 
 
 def blocking(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -210,23 +225,13 @@ def blocking(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         w.done = True  # before the wakeup: park() reads it after every wakeup
         g.ready()
 
-    future = _pool().submit(fn, *args, **kwargs)
+    future = _blocking.get().submit(fn, *args, **kwargs)
     deadlock.pool_calls.add(future)  # in flight: it can still wake g (deadlock check)
     future.add_done_callback(finished)
     # No deadline: give_up runs only when an exception is thrown into the park.
     park(w, None, future.cancel)
     result: T = future.result()
     return result
-
-
-def _after_fork_in_child() -> None:
-    global _blocking_pool, _blocking_lock
-    _blocking_lock = threading.Lock()
-    _blocking_pool = None  # its threads are the parent's
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 #: ``break_all_pollers`` (netpoll.core.procs) and ``current_g``
