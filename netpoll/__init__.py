@@ -15,15 +15,9 @@ from netpoll.core.deadlock import DeadlockError
 from netpoll.core.goroutine import Goroutine, GoroutineKilled, current_goroutine, go
 from netpoll.core.plugins import BackendError, NetpollPluginManager
 from netpoll.core.runtime import runtime as _runtime
-from netpoll.core.sched import (
-    GoroutineHogWarning,
-    StarvationWarning,
-    blocking,
-    gosched,
-    run,
-    sleep,
-)
+from netpoll.core.sched import blocking, gosched, run, sleep
 from netpoll.core.sync import Mutex, WaitGroup
+from netpoll.core.sysmon import GoroutineHogWarning, StarvationWarning
 from netpoll.net import (
     Addr,
     AddrError,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from netpoll.core.procs import background_m, live_goroutines, thread_poll_m
 from netpoll.core.runtime import runtime
-from netpoll.core.sched import background_m, live_goroutines, thread_poll_m
 from netpoll.testing.pytest_plugin import use_kqueue_emulation
 from tests.helpers.net import open_fds
 

@@ -25,8 +25,9 @@ import pytest
 
 import netpoll
 from netpoll import Chan, ChanClosed, Mutex, RecvCase, Selected, SendCase, WaitGroup, select
+from netpoll.core.g import current_g, current_goroutine
 from netpoll.core.runtime import runtime
-from netpoll.core.sched import current_g, current_goroutine
+from netpoll.core.sync import Cond
 
 KINDS = pytest.mark.parametrize(
     "kind", ["thread", pytest.param("goroutine", marks=pytest.mark.netpoll_goroutine)]
@@ -756,3 +757,69 @@ def test_mutex_lock_timeout(kind: str, peer: str) -> None:
         mu.lock(timeout=-1)
     assert mu.lock(timeout=0.01) is True
     mu.unlock()
+
+
+# -- Cond -----------------------------------------------------------------------------------
+
+
+@KINDS
+@PEERS
+def test_cond_notify_wakes_a_waiter_holding_the_lock(kind: str, peer: str) -> None:
+    cond = Cond()
+    state: list[str] = []
+
+    def waiter() -> None:
+        with cond:
+            state.append("waiting")
+            woken = cond.wait(timeout=JOIN)
+            state.append(f"woken={woken} locked={cond._lock.locked()}")
+
+    p = Peer(peer, waiter)
+    wait_until(lambda: bool(cond._waiters))
+    with cond:
+        assert state == ["waiting"]  # it released the lock to wait
+        cond.notify()
+    p.join()
+    assert state == ["waiting", "woken=True locked=True"]
+    assert not cond._waiters and not cond._lock.locked()
+
+
+@KINDS
+@PEERS
+def test_cond_wait_timeout_takes_the_waiter_back(kind: str, peer: str) -> None:
+    cond = Cond()
+    result: list[tuple[bool, bool, float]] = []
+
+    def waiter() -> None:
+        with cond:
+            t0 = time.monotonic()
+            woken = cond.wait(timeout=0.05)
+            result.append((woken, cond._lock.locked(), time.monotonic() - t0))
+
+    Peer(peer, waiter).join()
+    woken, locked, elapsed = result[0]
+    assert woken is False and locked and 0.045 <= elapsed < 3.0
+    assert not cond._waiters  # a later notify does not wake a waiter that left
+    assert not cond._lock.locked()
+
+
+def test_cond_waiter_killed_leaves_the_queue_and_the_lock_released() -> None:
+    cond = Cond()
+    finished: list[bool] = []
+
+    def waiter() -> None:
+        try:
+            with cond:
+                cond.wait()
+        finally:
+            finished.append(cond._lock.locked())
+
+    def main() -> None:
+        netpoll.go(waiter)
+        wait_until(lambda: bool(cond._waiters))
+        # Returning ends run(): the parked waiter gets GreenletExit.
+
+    netpoll.run(main)
+    # The killed wait took the lock back, so ``with`` released it on the way out.
+    assert finished == [False]
+    assert not cond._waiters and not cond._lock.locked()

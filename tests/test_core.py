@@ -20,8 +20,9 @@ from netpoll.core.errors import DeadlineExceededError, FileClosingError, NetClos
 from netpoll.core.fd import FD, FileHandle
 from netpoll.core.hookspecs import MODE_R, MODE_RW, hookimpl
 from netpoll.core.polldesc import open_polldesc
+from netpoll.core.procs import break_all_pollers
 from netpoll.core.runtime import runtime
-from netpoll.core.sched import break_all_pollers, go
+from netpoll.core.sched import go
 
 
 def _pair() -> tuple[FD, socket.socket]:

@@ -132,7 +132,7 @@ def test_eagain_storm_on_a_thread_is_bounded_by_times(
 
 _THREADS_ONLY = """
 import json, threading, time, netpoll
-from netpoll.core import sched
+from netpoll.core import procs
 from netpoll.testing import Faults, Switch, on_fd
 
 def fired_while_idle(kind):
@@ -166,7 +166,7 @@ def fired_while_idle(kind):
     return fired
 
 out = {k: fired_while_idle(k) for k in ("read", "accept")}
-out["ms"] = len(sched.all_ms())
+out["ms"] = len(procs.all_ms())
 print(json.dumps(out))
 """
 

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 import netpoll
-from netpoll.core import sched
+from netpoll.core.procs import ENV_PROCS
 
 if not hasattr(os, "fork"):  # pragma: no cover - Windows
     pytest.skip("os.fork does not exist on this platform", allow_module_level=True)
@@ -171,7 +171,7 @@ def test_fork_from_a_plain_thread_with_background_ms(
     backend: str, procs: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Fork from a thread while background Ms run goroutines, one parked in accept."""
-    monkeypatch.setenv(sched.ENV_PROCS, str(procs))
+    monkeypatch.setenv(ENV_PROCS, str(procs))
     ln = netpoll.listen("tcp", "127.0.0.1:0")
     got: netpoll.Chan[str] = netpoll.Chan(1)
     stop: netpoll.Chan[None] = netpoll.Chan()

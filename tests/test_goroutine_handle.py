@@ -19,9 +19,9 @@ import pytest
 import netpoll
 import netpoll.core.sched as sched
 from netpoll import Chan, Goroutine, GoroutineKilled
+from netpoll.core.g import current_g
 from netpoll.core.goroutine import g_of
 from netpoll.core.runtime import runtime
-from netpoll.core.sched import current_g
 
 JOIN = 10.0
 

@@ -21,9 +21,10 @@ import pytest
 import netpoll
 import netpoll.core.sched as sched
 from netpoll import Chan, GoroutineHogWarning, Mutex, WaitGroup
+from netpoll.core import procs, sysmon
+from netpoll.core.g import GreenletExit, GreenletG, current_g, current_goroutine
 from netpoll.core.goroutine import g_of
 from netpoll.core.runtime import runtime
-from netpoll.core.sched import GreenletExit, current_g, current_goroutine
 
 JOIN = 10.0
 
@@ -46,9 +47,9 @@ def _runtime_fds() -> None:
 def two_background_ms() -> None:
     """Start a second background M before the leak check looks (Ms live for good)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(sched.ENV_PROCS, "2")
-        while len(sched._background) < 2:
-            sched.background_m()
+        mp.setenv(procs.ENV_PROCS, "2")
+        while len(procs._background) < 2:
+            procs.background_m()
 
 
 @pytest.fixture
@@ -163,7 +164,7 @@ def test_go_from_thread_runs_on_a_background_m() -> None:
     assert seen["ident"] != threading.get_ident()
     assert seen["thread"].startswith("netpoll-")
     assert seen["g"] is g
-    assert g_of(g).m in sched.all_ms()
+    assert g_of(g).m in procs.all_ms()
     assert seen["ident"] == g_of(g).m.ident
     assert current_goroutine() is None  # the test thread is not a goroutine
 
@@ -489,7 +490,7 @@ def test_hog_is_reported_once_with_its_stack() -> None:
         warnings.simplefilter("always")
 
         def main() -> str:
-            g = netpoll.go(spin_without_parking, 4 * sched.HOG_REPORT_SECONDS)
+            g = netpoll.go(spin_without_parking, 4 * sysmon.HOG_REPORT_SECONDS)
             assert g.join(JOIN)
             return g.name
 
@@ -503,7 +504,7 @@ def test_hog_is_reported_once_with_its_stack() -> None:
 
 def test_goroutine_that_parks_is_not_a_hog() -> None:
     def polite() -> None:
-        end = time.monotonic() + 3 * sched.HOG_REPORT_SECONDS
+        end = time.monotonic() + 3 * sysmon.HOG_REPORT_SECONDS
         while time.monotonic() < end:
             spin_without_parking(0.002)
             netpoll.sleep(0.001)
@@ -574,7 +575,7 @@ def test_ten_thousand_channel_exchanges() -> None:
 
 @pytest.mark.usefixtures("two_background_ms")
 def test_procs_spreads_goroutines_over_two_ms(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(sched.ENV_PROCS, "2")
+    monkeypatch.setenv(procs.ENV_PROCS, "2")
     idents: list[tuple[int, int]] = []
 
     def body() -> None:
@@ -595,7 +596,7 @@ def test_procs_spreads_goroutines_over_two_ms(monkeypatch: pytest.MonkeyPatch) -
 
 @pytest.mark.usefixtures("two_background_ms")
 def test_procs_spreads_goroutines_started_by_a_goroutine(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(sched.ENV_PROCS, "2")
+    monkeypatch.setenv(procs.ENV_PROCS, "2")
 
     def main() -> set[int]:
         idents: set[int] = set()
@@ -610,9 +611,41 @@ def test_procs_spreads_goroutines_started_by_a_goroutine(monkeypatch: pytest.Mon
 
 @pytest.mark.parametrize("value", ["0", "-1", "two"])
 def test_procs_bad_value(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
-    monkeypatch.setenv(sched.ENV_PROCS, value)
-    with pytest.raises(ValueError, match=sched.ENV_PROCS):
+    monkeypatch.setenv(procs.ENV_PROCS, value)
+    with pytest.raises(ValueError, match=procs.ENV_PROCS):
         netpoll.go(lambda: None)
+
+
+def test_stop_ends_a_sleeping_m_and_its_goroutines_cleanup_runs_to_the_end() -> None:
+    """``M.stop()`` from another thread ends an M asleep in its poller (interpreter exit).
+
+    Its goroutine gets GreenletExit, parks again in its ``finally`` (gosched),
+    and the M's end-of-life drain runs it to the end before the M retires.
+    """
+    m = procs._start_background_m("stop-test")
+    started = threading.Event()
+    cleaned: list[str] = []
+
+    def body() -> None:
+        try:
+            started.set()
+            Chan[int]().recv()  # parks for good
+        finally:
+            netpoll.gosched()  # parks in its cleanup: the drain must run it again
+            cleaned.append("done")
+
+    m.spawn(GreenletG(m, body, (), {}))
+    assert started.wait(JOIN)
+    deadline = time.monotonic() + JOIN
+    while not m.sleeping and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert m.sleeping, "the M never went to sleep in its poller"
+    m.stop()
+    assert m.thread is not None
+    m.thread.join(JOIN)
+    assert not m.thread.is_alive(), "stop() did not wake the sleeping M"
+    assert cleaned == ["done"]
+    assert m.exited and m not in procs.all_ms() and m.poller is None
 
 
 @goroutine

@@ -13,7 +13,7 @@ import time
 import warnings
 
 import netpoll
-from netpoll.core import sched
+from netpoll.core import sysmon
 from netpoll.core.starvation import STARVATION_REPORT_SECONDS
 
 BLOCK = 0.03  # each call well under the hog limit
@@ -38,17 +38,17 @@ def _blockers(block: object) -> list[str]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         netpoll.run(main)
-        time.sleep(2 * sched.SYSMON_TICK)  # a report of the last tick lands too
+        time.sleep(2 * sysmon.SYSMON_TICK)  # a report of the last tick lands too
     return [
         f"{w.category.__name__}: {w.message}"
         for w in caught
-        if issubclass(w.category, sched.GoroutineHogWarning)
+        if issubclass(w.category, sysmon.GoroutineHogWarning)
     ]
 
 
 def test_short_blocking_calls_in_a_row_are_reported_once() -> None:
     """No single call reaches the hog limit; the M's starvation is reported, with the cure."""
-    assert BLOCK < sched.HOG_REPORT_SECONDS and N * BLOCK > 2 * STARVATION_REPORT_SECONDS
+    assert BLOCK < sysmon.HOG_REPORT_SECONDS and N * BLOCK > 2 * STARVATION_REPORT_SECONDS
     reports = _blockers(time.sleep)
     assert len(reports) == 1, reports
     text = reports[0]
@@ -81,6 +81,6 @@ def test_a_single_hog_gets_the_hog_report_only() -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         netpoll.run(lambda: netpoll.go(spin, 3 * STARVATION_REPORT_SECONDS).join(10))
-        time.sleep(2 * sched.SYSMON_TICK)
-    kinds = [w.category for w in caught if issubclass(w.category, sched.GoroutineHogWarning)]
-    assert kinds == [sched.GoroutineHogWarning]
+        time.sleep(2 * sysmon.SYSMON_TICK)
+    kinds = [w.category for w in caught if issubclass(w.category, sysmon.GoroutineHogWarning)]
+    assert kinds == [sysmon.GoroutineHogWarning]

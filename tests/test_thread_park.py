@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 import netpoll
-from netpoll.core import sched, wakefd
+from netpoll.core import wakefd
+from netpoll.core.g import current_g
 from tests.helpers.net import conn_pair as helper_conn_pair
 
 PARK_KINDS = ["wake-fd", "lock"]
@@ -41,7 +42,7 @@ def pair(backend: str) -> Iterator[tuple[netpoll.Conn, netpoll.Conn]]:
 
 def _reader(conn: Any, out: dict[str, Any], size: int = 4) -> threading.Thread:
     def run() -> None:
-        out["kind"] = "lock" if sched.current_g().poll_m is not None else "wake-fd"
+        out["kind"] = "lock" if current_g().poll_m is not None else "wake-fd"
         try:
             out["result"] = conn.read(size)
         except BaseException as exc:

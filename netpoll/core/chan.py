@@ -27,7 +27,8 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from netpoll.core.sched import G, current_g
+from netpoll.core.g import current_g
+from netpoll.core.park import Waiter, park
 
 T = TypeVar("T")
 
@@ -38,16 +39,20 @@ class ChanClosed(Exception):
     """Send on a closed channel, receive from a closed and drained one, or a second close."""
 
 
-class _Select:
-    """One parked operation (a plain send/recv is a select of one case)."""
+class _Select(Waiter):
+    """One parked operation (a plain send/recv is a select of one case).
 
-    __slots__ = ("_claim", "case", "done", "g", "ok", "value")
+    The Waiter the G parks on (:func:`netpoll.core.park.park`); its
+    :attr:`done` is set (after case/value/ok) by the claimer.  Each case's
+    queue entry is a :class:`_Sudog` pointing here, as Go's per-case sudogs
+    point at one select's state.
+    """
 
-    def __init__(self, g: G) -> None:
-        self.g = g
+    __slots__ = ("_claim", "case", "ok", "value")
+
+    def __init__(self, g: Any) -> None:
+        super().__init__(g)
         self._claim = threading.Lock()
-        #: Set (after case/value/ok) by the claimer; the parked G checks it.
-        self.done = False
         self.case = -1
         self.value: Any = None
         self.ok = False
@@ -279,7 +284,13 @@ def select(
             ch._lock.release()
     deadline = None if timeout is None else _monotonic() + timeout
     try:
-        _park(sel, deadline)
+        # Giving up is claiming: at the deadline the select wins its own
+        # claim (it times out, sel.case stays -1) or finds a counterpart
+        # claimed it first (its finish() follows).  Interrupted
+        # (GreenletExit, KeyboardInterrupt) after a counterpart claimed it,
+        # the value goes with the exception, as Go loses a value when a
+        # goroutine panics mid-receive.
+        park(sel, deadline, sel.claim)
     finally:
         _dequeue_others(cases, sudogs, chans)
     if sel.case < 0:
@@ -293,24 +304,6 @@ def _lock_order(cases: Sequence[RecvCase | SendCase]) -> list[Chan[Any]]:
     """Each channel once, in a global order (Go's ``sellock``: by address)."""
     unique = {id(c.chan): c.chan for c in cases}
     return [unique[k] for k in sorted(unique)]
-
-
-def _park(sel: _Select, deadline: float | None) -> None:
-    """Park until a case claimed ``sel``, or claim it ourselves at the deadline."""
-    g = sel.g
-    try:
-        while not sel.done:
-            if deadline is not None and _monotonic() >= deadline:
-                if sel.claim():
-                    return  # timed out: sel.case stays -1
-                deadline = None  # a counterpart claimed it: wait for its finish
-            g.park(deadline)
-    except BaseException:
-        # Interrupted (GreenletExit, KeyboardInterrupt).  If a counterpart
-        # claimed it first, its value goes with the exception, as Go loses a
-        # value when a goroutine panics mid-receive.
-        sel.claim()
-        raise
 
 
 def _dequeue_others(

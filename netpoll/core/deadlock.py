@@ -6,7 +6,7 @@ the program can never make progress, and it dies with ``fatal error: all
 goroutines are asleep - deadlock!``.  ``netpoll.run(lambda:
 netpoll.Chan().recv())`` used to wait forever instead.
 
-Here the check runs in sysmon (:mod:`netpoll.core.sched`), which already
+Here the check runs in sysmon (:mod:`netpoll.core.sysmon`), which already
 looks at every M each tick, and it is conservative: a report means that
 nothing in the process can ever wake a parked goroutine.  All of these must
 hold, and keep holding, unchanged, for :data:`DEADLOCK_CONFIRM_SECONDS`:
@@ -39,7 +39,8 @@ from netpoll.core import finalizer, interrupt
 from netpoll.core.runtime import runtime
 
 if TYPE_CHECKING:
-    from netpoll.core.sched import GreenletG, M
+    from netpoll.core.g import GreenletG
+    from netpoll.core.m import M
 
 #: How long the deadlocked state must hold, unchanged, before it is reported.
 DEADLOCK_CONFIRM_SECONDS = 0.1
@@ -48,7 +49,10 @@ DEADLOCK_CONFIRM_SECONDS = 0.1
 pool_calls: set[Any] = set()
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_SCHED_FILE = os.path.join(_PACKAGE_DIR, "core", "sched.py")
+#: The runtime's own files: a G's run(), its park, the M's loop.
+_SCHED_FILES = frozenset(
+    os.path.join(_PACKAGE_DIR, "core", f) for f in ("g.py", "park.py", "m.py", "sched.py")
+)
 
 
 class DeadlockError(RuntimeError):
@@ -159,7 +163,7 @@ def _where(g: GreenletG) -> str:
             f"called at {caller.filename}:{caller.lineno} in {caller.name}\n"
         )
     # The scheduler's own frames (a G's run(), park) say nothing, but the call site may be there.
-    shown = [f for k, f in enumerate(stack) if f.filename != _SCHED_FILE or k == site_index]
+    shown = [f for k, f in enumerate(stack) if f.filename not in _SCHED_FILES or k == site_index]
     return head + "".join(traceback.format_list(shown[-6:]))
 
 

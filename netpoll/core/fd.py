@@ -27,10 +27,11 @@ from typing import Any
 
 from netpoll.core.errors import FileClosingError, NetClosingError
 from netpoll.core.fdmutex import FDMutex
+from netpoll.core.g import current_g
 from netpoll.core.hookspecs import MODE_R, MODE_RW, MODE_W
+from netpoll.core.park import Note
 from netpoll.core.polldesc import PollDesc, close_polldesc, open_polldesc
 from netpoll.core.runtime import runtime
-from netpoll.core.sched import Note
 
 #: Go caps one read/write syscall at 1 GiB (``maxRW``): larger buffers are
 #: written in chunks, which also keeps a huge send from starving the peer.
@@ -226,7 +227,7 @@ class FD:
                 if waiting:
                     self._csema = csema
             if waiting:
-                csema.wait()
+                csema.wait(current_g())
         err = self._close_error
         if err is not None:
             self._close_error = None

@@ -13,7 +13,7 @@ hot path needs it:
   behind a state lock, shared by every fdMutex, that only the slow paths
   take, briefly and never nested.
 
-A second reader (or writer) queues as a :class:`~netpoll.core.sched.Waiter`
+A second reader (or writer) queues as a :class:`~netpoll.core.park.Waiter`
 and parks like any G (Go's ``runtime_Semacquire`` on ``rsema``/``wsema``): a
 goroutine waiting here lets its M run others.  The queues are created only
 when someone queues, which keeps an idle descriptor cheap.
@@ -38,7 +38,8 @@ from __future__ import annotations
 
 from _thread import allocate_lock
 
-from netpoll.core.sched import Waiter, current_g, park_waiter
+from netpoll.core.g import current_g
+from netpoll.core.park import Waiter, park_waiter
 
 _STATE_LOCK = allocate_lock()
 

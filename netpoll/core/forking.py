@@ -47,18 +47,7 @@ from netpoll.core.hookspecs import MODE_R, MODE_W
 from netpoll.core.runtime import runtime
 
 if TYPE_CHECKING:
-    from netpoll.core.sched import M
-
-
-def _drop_poller(m: M) -> None:
-    """Close the child's copy of ``m``'s poller, touching nothing shared."""
-    poller, m.poller = m.poller, None
-    m.sleeping = False
-    if poller is not None:
-        try:
-            poller.shutdown()  # closes descriptors only: no EPOLL_CTL_DEL, no wakeup
-        except (OSError, RuntimeError, ValueError):
-            pass
+    from netpoll.core.m import M
 
 
 def _reset_polldescs(survivor: M | None) -> list[Any]:
@@ -86,7 +75,7 @@ def _reset_polldescs(survivor: M | None) -> list[Any]:
 def after_fork_in_child(ms: list[M]) -> M | None:
     """Rebuild the scheduler's Ms in a forked child; return the surviving M, if any.
 
-    Called by :mod:`netpoll.core.sched`'s after-fork handler with every M the
+    Called by :mod:`netpoll.core.procs`'s after-fork handler with every M the
     parent had.  See the module docstring for what is kept and why.
     """
     ident = threading.get_ident()
@@ -95,9 +84,9 @@ def after_fork_in_child(ms: list[M]) -> M | None:
         if m.ident == ident and not m.exited:
             survivor = m
         # All old pollers go first: on BSD a kqueue's number is free in the
-        # child, and a new poller made earlier could have taken it.
-        _drop_poller(m)
-        m.pds.clear()
+        # child, and a new poller made earlier could have taken it.  The
+        # M's one teardown, in its fork form: nothing shared is touched.
+        m.release(forked=True)
     for m in ms:
         if m is not survivor:
             m.exited = True

@@ -3,7 +3,7 @@
 Go has no handle for a goroutine (``go f()`` is a statement); Python users
 expect one, as :class:`threading.Thread` and :class:`concurrent.futures.Future`
 give.  A :class:`Goroutine` is a small object wrapping the scheduler's G
-(:class:`netpoll.core.sched.GreenletG`, a greenlet subclass whose
+(:class:`netpoll.core.g.GreenletG`, a greenlet subclass whose
 ``switch``/``throw``/``park``/``ready`` belong to the runtime), so that
 ``help(handle)`` shows only what a user may call: :meth:`~Goroutine.join`,
 :meth:`~Goroutine.done`, :meth:`~Goroutine.result`,
@@ -11,7 +11,7 @@ give.  A :class:`Goroutine` is a small object wrapping the scheduler's G
 
 Waiting (``join``, ``result``, ``exception``) parks a calling goroutine
 (its M runs the others) and blocks a calling plain thread, through the G's
-one-shot note (:class:`netpoll.core.sched.Note`).
+one-shot note (:class:`netpoll.core.park.Note`).
 
 When an exception counts as collected
     A goroutine's exception is reported to :data:`netpoll.core.sched.excepthook`
@@ -41,8 +41,9 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar
 
+from netpoll.core import g as g_kinds
 from netpoll.core import sched
-from netpoll.core.sched import GreenletG
+from netpoll.core.g import GreenletG
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -152,7 +153,7 @@ class Goroutine(Generic[T_co]):
                 g.collectors -= 1
 
     def _not_self(self, what: str) -> None:
-        if sched.current_goroutine() is self._g and not self._g.done():
+        if g_kinds.current_goroutine() is self._g and not self._g.done():
             raise RuntimeError(
                 f"netpoll: goroutine {self._g.name} cannot {what}: it would wait forever"
             )
@@ -210,7 +211,7 @@ def go(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Goroutine[T]
 
 def current_goroutine() -> Goroutine[Any] | None:
     """The running goroutine's handle, or None when called from a plain thread."""
-    g = sched.current_goroutine()
+    g = g_kinds.current_goroutine()
     return None if g is None else handle_of(g)
 
 

@@ -48,7 +48,8 @@ from netpoll.core.hookspecs import MODE_R
 from netpoll.core.runtime import runtime
 
 if TYPE_CHECKING:
-    from netpoll.core.sched import GreenletG, M
+    from netpoll.core.g import GreenletG
+    from netpoll.core.m import M
 
 _table = runtime.table
 

@@ -5,7 +5,7 @@ semaphore, ``rg`` for reads and ``wg`` for writes, whose states are Go's:
 
 ``None`` (pdNil)
     nobody waits and no readiness notice is pending.
-a G (:mod:`netpoll.core.sched`)
+a G (:mod:`netpoll.core.g`)
     that G is parked.  A notifier takes it out (back to nil), sets its
     ``ioready`` (readiness, or False for a deadline/close) and ``woken``
     flags, and readies it.
@@ -24,7 +24,7 @@ A pollDesc holds only this state machine (Go's ``netpollblock``,
 a G sleeps once it is published is the G's business, as ``gopark`` is Go's:
 :meth:`wait` publishes the G under ``pd.lock`` and calls ``g.park_io(pd,
 mode)`` with the lock held (Go's ``netpollblockcommit``), and the G kind
-(:mod:`netpoll.core.sched`) registers the fd with its M's poller, arms a
+(:mod:`netpoll.core.g`) registers the fd with its M's poller, arms a
 level-triggered poller and the deadline timer, or waits in the kernel on the
 fd itself, then releases the lock and sleeps.  A deadline that moves while a
 G is parked is handed to the same G (``g.deadline_moved``).
@@ -47,16 +47,10 @@ from typing import Any
 import greenlet
 
 from netpoll.core.errors import DeadlineExceededError, FileClosingError, NetClosingError
+from netpoll.core.g import G, GreenletG, current_goroutine, current_thread_g
 from netpoll.core.hookspecs import MODE_R, MODE_W
+from netpoll.core.m import M, set_event_delivery
 from netpoll.core.runtime import runtime
-from netpoll.core.sched import (
-    G,
-    GreenletG,
-    M,
-    current_goroutine,
-    current_thread_g,
-    set_event_delivery,
-)
 
 
 class _State:

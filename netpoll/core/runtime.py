@@ -8,7 +8,7 @@ is registered (tests use it to run one suite over every backend in one
 process): it bumps :attr:`Runtime.backend_generation`, and each M replaces
 its poller instance the next time it polls with no fd registered.
 
-The pollers themselves belong to the scheduler's Ms (:mod:`netpoll.core.sched`);
+The pollers themselves belong to the scheduler's Ms (:mod:`netpoll.core.m`);
 the runtime keeps one extra instance of the chosen backend, never polled,
 whose ``netpollwait`` parked threads use.
 """

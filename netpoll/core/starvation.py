@@ -4,8 +4,8 @@ Go's sysmon (``runtime/proc.go``) polls the network itself when no M has
 for 10 ms, and preempts a G that ran for 10 ms.  Python can do neither: a
 greenlet runs until it parks, and only its M may poll its poller.  What
 sysmon can do is *say so*.  The per-goroutine hog report
-(:func:`netpoll.core.sched._report_hog`) catches one goroutine that held its
-M for :data:`~netpoll.core.sched.HOG_REPORT_SECONDS`; it misses the common
+(:func:`netpoll.core.sysmon._report_hog`) catches one goroutine that held its
+M for :data:`~netpoll.core.sysmon.HOG_REPORT_SECONDS`; it misses the common
 case of many goroutines that each block the thread a little (a library's own
 stdlib socket calls, ``time.sleep``, file I/O), one after another, so that
 no single call reaches the limit while the M does not poll for much longer.
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from netpoll.core.sched import M
+    from netpoll.core.m import M
 
 #: Report an M that has not polled for this long.
 STARVATION_REPORT_SECONDS = 0.1
@@ -143,7 +143,7 @@ def _sample(m: M) -> tuple[str, str]:
     where: list[tuple[str, int, str]] = []
     while frame is not None and len(where) < 2 * SAMPLE_FRAMES:
         code = frame.f_code
-        if not code.co_filename.endswith(_SCHED_FILE):  # a G's run() frame says nothing
+        if not code.co_filename.endswith(_SCHED_FILES):  # a G's run() frame says nothing
             where.append((code.co_filename, frame.f_lineno, code.co_name))
         frame = frame.f_back
     del frame
@@ -153,7 +153,10 @@ def _sample(m: M) -> tuple[str, str]:
     return who, "".join(traceback.format_list(frames))
 
 
-_SCHED_FILE = os.path.join("netpoll", "core", "sched.py")
+#: The runtime's own files: a G's run(), its park, the M's loop say nothing.
+_SCHED_FILES = tuple(
+    os.path.join("netpoll", "core", f) for f in ("g.py", "park.py", "m.py", "sched.py")
+)
 
 
 def _message(

@@ -2,7 +2,7 @@
 
 :class:`WaitGroup`, :class:`Mutex` and :class:`Cond` mirror Go's
 ``sync.WaitGroup``, ``sync.Mutex`` and ``sync.Cond``.  All three park through
-:mod:`netpoll.core.sched`, so a goroutine waiting on them lets its M run other
+:mod:`netpoll.core.park`, so a goroutine waiting on them lets its M run other
 goroutines, and goroutines and plain threads can share them.  (A
 ``threading.Lock`` held across a park would block the whole M.)
 """
@@ -14,7 +14,8 @@ import time
 from collections import deque
 from types import TracebackType
 
-from netpoll.core.sched import Waiter, current_g, park_waiter
+from netpoll.core.g import current_g
+from netpoll.core.park import Waiter, park, park_waiter
 
 
 class WaitGroup:
@@ -162,20 +163,26 @@ class Cond:
         w = Waiter(current_g())
         self._waiters.append(w)
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-        self._lock.release()
+        lock = self._lock
+        retaken = False
+
+        def give_up() -> bool:
+            # Takes the lock back for good (wait returns holding it); notify
+            # pops a waiter and sets done under that lock.
+            nonlocal retaken
+            lock.acquire()
+            retaken = True
+            if w.done:
+                return False
+            self._waiters.remove(w)
+            return True
+
+        lock.release()
         try:
-            while not w.done:
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
-                w.g.park(deadline)
+            return park(w, deadline, give_up)
         finally:
-            self._lock.acquire()
-            if not w.done:
-                try:
-                    self._waiters.remove(w)
-                except ValueError:
-                    pass
-        return w.done
+            if not retaken:
+                lock.acquire()
 
     def notify(self, n: int = 1) -> None:
         """Wake up to ``n`` waiters (the lock must be held)."""

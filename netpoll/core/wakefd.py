@@ -13,7 +13,7 @@ near ``RLIMIT_NOFILE`` would start failing ``accept`` because of us.  So at
 most a quarter of the soft limit is used for wake descriptors (re-read when
 reached, since servers raise the limit after start-up); a thread that gets
 none parks on a lock instead and is woken by a scheduler M's poller
-(:mod:`netpoll.core.sched`).
+(:mod:`netpoll.core.procs`).
 
 :class:`WakeFd` is the process's only eventfd-or-pipe wake channel: the
 pollers' wakeup (Go's ``netpollBreak``) is the same channel with a pending

@@ -21,8 +21,8 @@ import select as _std
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from netpoll.core.g import current_goroutine as _current_goroutine
 from netpoll.core.sched import blocking as _blocking
-from netpoll.core.sched import current_goroutine as _current_goroutine
 from netpoll.green import reexport as _reexport
 
 _reexport(_std, globals())

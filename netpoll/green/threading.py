@@ -6,7 +6,7 @@ gevent's counterparts are ``gevent/lock.py`` and ``gevent/event.py``
 
 :class:`Lock`, :class:`RLock`, :class:`Condition`, :class:`Event`,
 :class:`Semaphore`, :class:`BoundedSemaphore` and :class:`Barrier` wait by
-parking the calling G (:func:`netpoll.core.sched.park_waiter`): a goroutine
+parking the calling G (:func:`netpoll.core.park.park_waiter`): a goroutine
 lets its M run other goroutines, a plain thread blocks in the kernel as it
 did before.  One object can be shared by goroutines of several Ms and plain
 threads at once.  Each keeps its state under a private ``_thread`` lock that
@@ -39,7 +39,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from netpoll.core.sched import Waiter, current_g, current_goroutine, park_waiter
+from netpoll.core.g import current_g, current_goroutine
+from netpoll.core.park import Waiter, park_waiter
 from netpoll.green import reexport as _reexport
 
 _reexport(_std, globals())

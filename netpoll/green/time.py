@@ -11,7 +11,7 @@ from __future__ import annotations
 import time as _std
 from typing import TYPE_CHECKING, Any
 
-from netpoll.core.sched import current_goroutine as _current_goroutine
+from netpoll.core.g import current_goroutine as _current_goroutine
 from netpoll.core.sched import sleep as _netpoll_sleep
 from netpoll.green import reexport as _reexport
 

@@ -32,7 +32,8 @@ from typing import Any, Literal, Protocol, overload
 
 from netpoll.core.chan import Chan, RecvCase, select
 from netpoll.core.errors import DeadlineExceededError
-from netpoll.core.sched import current_goroutine, go
+from netpoll.core.g import current_goroutine
+from netpoll.core.sched import go
 from netpoll.net.addr import (
     TCP_NETWORKS,
     UDP_NETWORKS,

@@ -275,7 +275,7 @@ def pytest_runtest_makereport(
 
 def _wait_for_leaks(sw: Switch, grace: float, gs_before: set[Any]) -> str:
     """What the test left behind: sockets the Switch saw opened, goroutines still running."""
-    from netpoll.core.sched import live_goroutines
+    from netpoll.core.procs import live_goroutines
 
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
@@ -294,7 +294,7 @@ def _wait_for_leaks(sw: Switch, grace: float, gs_before: set[Any]) -> str:
 @pytest.fixture
 def netpoll_switch(request: pytest.FixtureRequest) -> Iterator[Switch]:
     """A :class:`~netpoll.testing.switch.Switch` installed for this test, leak-checked after."""
-    from netpoll.core.sched import live_goroutines
+    from netpoll.core.procs import live_goroutines
 
     gs_before = set(live_goroutines())
     sw = Switch()

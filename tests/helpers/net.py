@@ -18,8 +18,8 @@ from typing import Any
 
 import netpoll
 from netpoll.core.hookspecs import hookimpl
+from netpoll.core.procs import runtime_fds
 from netpoll.core.runtime import runtime
-from netpoll.core.sched import runtime_fds
 
 
 def has_ipv6() -> bool:

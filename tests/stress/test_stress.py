@@ -54,13 +54,10 @@ from typing import Any, Protocol
 import pytest
 
 import netpoll
+from netpoll.core.g import current_g
+from netpoll.core.park import Note
+from netpoll.core.procs import background_m, live_goroutines, thread_poll_m
 from netpoll.core.runtime import runtime
-from netpoll.core.sched import (
-    Note,
-    background_m,
-    live_goroutines,
-    thread_poll_m,
-)
 from netpoll.testing import Faults, Status
 from tests.helpers.net import open_fds
 
@@ -375,7 +372,7 @@ class PairStress:
                     return
                 netpoll.sleep(0.001)
             self.sent += w
-        self.stop_writing.wait()
+        self.stop_writing.wait(current_g())
 
     def _reader_b(self) -> None:
         rng = random.Random(f"{self.seed}:reader-b")
