@@ -63,9 +63,24 @@ INFO_FILE = "_build_info.json"
 
 
 def pure_requested(environ: Any = None) -> bool:
-    """True when ``NETPOLL_PURE_PYTHON`` asks for the pure modules."""
+    """True when ``NETPOLL_PURE_PYTHON`` asks for pure modules (all, or some: see below)."""
     value = (os.environ if environ is None else environ).get(ENV_PURE, "")
     return value.strip() not in ("", "0")
+
+
+def pure_modules(environ: Any = None) -> frozenset[str]:
+    """The hot modules ``NETPOLL_PURE_PYTHON`` forces pure.
+
+    ``1`` (or any value that names no module) means all of them; a comma list
+    of module names (``sched,chan`` or ``netpoll.core.sched``) only those, for
+    measuring what compiling each module is worth.
+    """
+    if not pure_requested(environ):
+        return frozenset()
+    value = (os.environ if environ is None else environ).get(ENV_PURE, "")
+    words = {w.strip() for w in value.split(",") if w.strip()}
+    named = frozenset(m for m in COMPILED_MODULES if m in words or m.rpartition(".")[2] in words)
+    return named or frozenset(COMPILED_MODULES)
 
 
 def source_hash(path: str) -> str:
@@ -84,15 +99,38 @@ def _read_info() -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-class _PureFinder:
-    """A ``sys.meta_path`` finder that loads the ``.py`` of a compiled module when asked to.
+class _CompiledLoader(importlib.machinery.ExtensionFileLoader):
+    """Loads a compiled hot module; its source is the ``.py`` beside it.
 
-    It answers only for :data:`COMPILED_MODULES`, and only when the pure module
-    was requested or the compiled one is stale; otherwise it returns ``None``
-    and the ordinary path finder loads the extension module.
+    The plain extension loader has no source, so :mod:`linecache` (through
+    the module's ``__loader__``) would show tracebacks through compiled frames
+    without their source lines; with :meth:`get_source` they read as in pure
+    Python.
     """
 
-    def __init__(self, force_pure: bool, hashes: dict[str, str]) -> None:
+    def __init__(self, fullname: str, path: str, source: str) -> None:
+        super().__init__(fullname, path)
+        self.source = source
+
+    def get_source(self, fullname: str) -> str | None:  # type: ignore[override]
+        """The text of the ``.py`` this module was compiled from."""
+        try:
+            with open(self.source, encoding="utf-8") as f:
+                return f.read()
+        except OSError:
+            return None
+
+
+class _PureFinder:
+    """The ``sys.meta_path`` finder that picks, per hot module, the compiled or the ``.py`` file.
+
+    It answers only for :data:`COMPILED_MODULES`: the ``.py`` when the pure
+    module was requested or the compiled one is stale, the extension module
+    (with :class:`_CompiledLoader`) when one is beside the ``.py``, else
+    ``None`` (the ordinary path finder loads the ``.py``).
+    """
+
+    def __init__(self, force_pure: frozenset[str], hashes: dict[str, str]) -> None:
         self.force_pure = force_pure
         self.hashes = hashes
         #: module name -> why its pure source was loaded although compiled exists.
@@ -109,8 +147,14 @@ class _PureFinder:
             source = os.path.join(entry, leaf + ".py")
             if not os.path.isfile(source):
                 continue
-            if not self.force_pure and not self._is_stale(fullname, source):
-                return None
+            if fullname not in self.force_pure and not self._is_stale(fullname, source):
+                for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+                    compiled = os.path.join(entry, leaf + suffix)
+                    if os.path.isfile(compiled):
+                        loader = _CompiledLoader(fullname, compiled, source)
+                        return importlib.util.spec_from_file_location(
+                            fullname, compiled, loader=loader
+                        )
             return importlib.util.spec_from_file_location(fullname, source)
         return None
 
@@ -138,7 +182,7 @@ def install() -> None:
         return
     info = _read_info()
     hashes = info.get("sources", {})
-    _finder = _PureFinder(pure_requested(), hashes if isinstance(hashes, dict) else {})
+    _finder = _PureFinder(pure_modules(), hashes if isinstance(hashes, dict) else {})
     sys.meta_path.insert(0, _finder)
 
 
