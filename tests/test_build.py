@@ -182,3 +182,54 @@ def test_call_counts_say_why_they_are_skipped_before_3_12() -> None:
 def test_call_counts_reject_bad_arguments() -> None:
     with pytest.raises(ValueError, match="conns, messages and size"):
         calls_bench.measure(conns=0)
+
+
+def _pxd_classes(path: Path) -> dict[str, tuple[set[str], set[str]]]:
+    """``{class: (fields, methods)}`` declared by an augmenting .pxd (its simple syntax only)."""
+    classes: dict[str, tuple[set[str], set[str]]] = {}
+    current: tuple[set[str], set[str]] | None = None
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].rstrip()
+        if not line:
+            continue
+        if line.startswith("cdef class "):
+            current = classes.setdefault(
+                line[len("cdef class ") :].split(":")[0].strip(), (set(), set())
+            )
+            continue
+        assert current is not None and raw.startswith("    "), f"{path.name}: {raw!r}"
+        words = line.split("(")[0].split()
+        if "(" in line:  # cpdef/cdef method: its name is the last word before "("
+            current[1].add(words[-1])
+        else:  # field(s): cdef [public|readonly] type name[, name]
+            current[0].update(n.strip() for n in line.split(None, 3)[-1].split(",") if n.strip())
+    return classes
+
+
+@pytest.mark.parametrize("pxd", sorted(ROOT.rglob("*.pxd")), ids=lambda p: p.name)
+def test_augmenting_pxd_matches_its_py(pxd: Path) -> None:
+    # A .pxd turns the class into an extension type: a field it does not list
+    # would fail at run time (no __dict__) in the compiled build only, so the
+    # fields must be exactly the class's __slots__, and every declared method
+    # must exist.  Checked on the source, in every build.
+    source = pxd.with_suffix(".py")
+    tree = ast.parse(source.read_text(), str(source))
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    for name, (fields, methods) in _pxd_classes(pxd).items():
+        assert name in classes, f"{pxd.name} declares {name}, which {source.name} lacks"
+        body = classes[name].body
+        slots: set[str] = set()
+        for stmt in body:
+            if isinstance(stmt, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "__slots__" for t in stmt.targets
+            ):
+                slots = {ast.literal_eval(e) for e in stmt.value.elts}  # type: ignore[attr-defined]
+        assert slots, f"{source.name}: {name} has no __slots__ to check {pxd.name} against"
+        assert fields == slots, (
+            f"{pxd.name} and {source.name} disagree on {name}'s fields: "
+            f"only in .pxd {sorted(fields - slots)}, only in __slots__ {sorted(slots - fields)}"
+        )
+        defined = {s.name for s in body if isinstance(s, ast.FunctionDef)}
+        assert methods <= defined, (
+            f"{pxd.name} declares missing methods {sorted(methods - defined)}"
+        )

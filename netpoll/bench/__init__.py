@@ -59,7 +59,7 @@ SCENARIOS = ("pingpong", "deadline", "connect", "idle", "bulk", "calls")
 
 #: Connections and counted messages per connection of the ``calls`` scenario.
 CALLS_CONNS = 100
-CALLS_MESSAGES = 50
+CALLS_MESSAGES = 20
 
 #: The read deadline the deadline scenario sets per message, seconds.
 DEADLINE_SECONDS = 5.0
