@@ -102,6 +102,29 @@ def test_pure_python_zero_means_no() -> None:
     assert _build.pure_modules({"NETPOLL_PURE_PYTHON": "fd"}) == {"netpoll.core.fd"}
 
 
+def test_a_compiled_module_whose_source_changed_loads_pure(tmp_path: Path) -> None:
+    # An editable install edited since its build: the finder compares the
+    # source's hash with the one recorded at build time (nothing is loaded here).
+    import importlib.machinery
+
+    source = tmp_path / "fd.py"
+    source.write_text("X = 1\n")
+    compiled = tmp_path / ("fd" + importlib.machinery.EXTENSION_SUFFIXES[0])
+    compiled.write_bytes(b"")  # stands for the compiled twin; only its path is used
+    finder = _build._PureFinder(frozenset(), {"netpoll.core.fd": _build.source_hash(str(source))})
+    spec = finder.find_spec("netpoll.core.fd", [str(tmp_path)])
+    assert spec is not None and spec.origin == str(compiled)
+    source.write_text("X = 2\n")
+    spec = finder.find_spec("netpoll.core.fd", [str(tmp_path)])
+    assert spec is not None and spec.origin == str(source)
+    assert "netpoll.core.fd" in finder.stale
+    # Forced pure, and modules it does not handle.
+    forced = _build._PureFinder(frozenset({"netpoll.core.fd"}), {})
+    spec = forced.find_spec("netpoll.core.fd", [str(tmp_path)])
+    assert spec is not None and spec.origin == str(source)
+    assert forced.find_spec("netpoll.core.errors", [str(tmp_path)]) is None
+
+
 def test_info_and_bench_say_which_build_runs() -> None:
     from netpoll.cli import collect_info, format_info
 
