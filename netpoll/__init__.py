@@ -10,6 +10,9 @@ syscalls as pluggy plugins.  See docs/design.md for the layers.
 
 from __future__ import annotations
 
+# First import: installs the finder that picks compiled or pure hot modules
+# (netpoll/_build.py) before any of them is imported.
+import netpoll._build  # noqa: F401  (installs the finder)
 from netpoll.core.chan import Chan, ChanClosed, RecvCase, Selected, SendCase, select
 from netpoll.core.deadlock import DeadlockError
 from netpoll.core.goroutine import Goroutine, GoroutineKilled, current_goroutine, go

@@ -38,6 +38,7 @@ from types import FrameType
 from typing import Any
 
 import netpoll
+from netpoll import _build
 from netpoll.core.plugins import ENTRY_POINT_GROUP, ENV_BACKEND, BackendError
 from netpoll.core.runtime import runtime
 
@@ -153,8 +154,11 @@ def collect_info() -> dict[str, Any]:
             "version": platform.python_version(),
             "executable": sys.executable,
         },
+        # Compiled or pure-Python hot modules, and why (netpoll/_build.py).
+        "build": _build.build_info(),
         "environment": {
             ENV_BACKEND: os.environ.get(ENV_BACKEND),
+            _build.ENV_PURE: os.environ.get(_build.ENV_PURE),
             "NETPOLL_KQUEUE_EMULATION": os.environ.get("NETPOLL_KQUEUE_EMULATION"),
         },
         "backends": backends,
@@ -178,6 +182,7 @@ def format_info(info: dict[str, Any]) -> str:
         f"netpoll {info['netpoll']}",
         f"platform:  {p['description']} ({p['sys_platform']}, {p['machine']})",
         f"python:    {py['implementation']} {py['version']} ({py['executable']})",
+        f"build:     {info['build']['build']} ({info['build']['reason']})",
         "backends (best first):",
     ]
     width = max((len(b["name"]) for b in info["backends"]), default=6)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import sys
 import time
 
 import pytest
@@ -66,6 +67,14 @@ def test_json_run_is_well_formed(capsys: pytest.CaptureFixture[str]) -> None:
     assert {"meta", "scenarios", "errors"} <= doc.keys()
     assert doc["errors"] == []
     assert doc["meta"]["rounds"] == 1
+    assert doc["meta"]["build"]["build"] in ("compiled", "pure", "mixed")
+    # The call counts (netpoll/bench/calls.py) ride along, or say why not.
+    calls = doc["calls"]
+    if sys.version_info >= (3, 12):
+        assert [r["deadline"] for r in calls["rows"]] == [False, True]
+        assert all(r["switches"] > 0 and r["calls"] > 0 for r in calls["rows"])
+    else:
+        assert "Python >= 3.12" in calls["skipped"]
     keys = [s["key"] for s in doc["scenarios"]]
     assert keys == ["pingpong-c2", "deadline-c2", "connect", "idle", "bulk"]
     for sc in doc["scenarios"]:

@@ -15,6 +15,15 @@ RSS and CPU are its own.  Scenarios:
     N idle connections (10,000 in the full run): server RSS growth per conn.
 ``bulk``
     one connection streaming 1 GiB (full run) through the echo: MiB/s.
+``calls``
+    the work per echoed message of the goroutine echo server at C=100, with
+    and without a read deadline per message: Python functions entered, calls
+    made and greenlet switches, counted with sys.monitoring (Python >= 3.12;
+    skipped with a message before), printed below the throughput table
+    (:mod:`netpoll.bench.calls`).
+
+The header says which build of the hot modules runs (compiled or pure
+Python, and why; :mod:`netpoll._build`): the servers run the same one.
 
 Servers take turns within each round (A B C, A B C, ...); the table gives the
 median over rounds, the min-max range, and netpoll's median divided by each
@@ -39,12 +48,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import netpoll
+from netpoll import _build
+from netpoll.bench import calls as calls_bench
 from netpoll.bench.procstat import pinning_plan, raise_nofile_limit
 from netpoll.bench.report import BASELINES, format_table, summarize, to_json
 from netpoll.bench.runner import BenchError, Measurement, Scenario, Server, run_all
 from netpoll.bench.server import KINDS, NETPOLL_KINDS
 
-SCENARIOS = ("pingpong", "deadline", "connect", "idle", "bulk")
+SCENARIOS = ("pingpong", "deadline", "connect", "idle", "bulk", "calls")
+
+#: Connections and counted messages per connection of the ``calls`` scenario.
+CALLS_CONNS = 100
+CALLS_MESSAGES = 20
 
 #: The read deadline the deadline scenario sets per message, seconds.
 DEADLINE_SECONDS = 5.0
@@ -378,6 +393,7 @@ def _meta(args: argparse.Namespace, pins: tuple[int, int] | None, rounds: int) -
     return {
         "netpoll": netpoll.__version__,
         "git": _git_commit(),
+        "build": _build.build_info(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
@@ -405,9 +421,11 @@ def _describe_setup(meta: dict[str, Any], servers: list[Server], scenarios: list
         else "no CPU pinning"
     )
     git = f" ({meta['git']})" if meta["git"] else ""
+    build = meta["build"]
     return (
         f"netpoll {meta['netpoll']}{git} on {meta['python']}, {meta['platform']}, "
         f"{meta['cpus']} CPUs; {pin}\n"
+        f"build: {build['build']} ({build['reason']})\n"
         f"servers: {', '.join(s.name for s in servers)}; "
         f"{meta['rounds']} round(s), servers interleaved; "
         f"one fresh server process per measurement; single-threaded epoll load client"
@@ -497,6 +515,14 @@ def run(args: argparse.Namespace) -> int:
         on_start,
         settle_max=float(_setting(args, "settle")),
     )
+    calls_doc: dict[str, Any] | None = None
+    if "calls" in (getattr(args, "scenarios", None) or SCENARIOS):
+        say("call counts (sys.monitoring) ... ", end="")
+        try:
+            calls_doc = calls_bench.measure_all(CALLS_CONNS, CALLS_MESSAGES)
+        except RuntimeError as exc:
+            calls_doc = {"error": str(exc)}
+        say("skipped" if "skipped" in calls_doc else calls_doc.get("error", "done"))
     wall = time.monotonic() - t0
     summaries = summarize(measurements)
     errors = [f"{s.scenario.label} / {s.server.name}: {e}" for s in summaries for e in s.errors]
@@ -506,7 +532,10 @@ def run(args: argparse.Namespace) -> int:
         "meta": meta | {"wall_seconds": wall},
         "scenarios": to_json(summaries, measurements),
         "errors": errors,
+        "calls": calls_doc,
     }
+    if calls_doc is not None and "error" in calls_doc:
+        errors.append(f"call counts: {calls_doc['error']}")
     save = getattr(args, "save", None)
     if save:
         with open(save, "w", encoding="utf-8") as f:
@@ -527,6 +556,9 @@ def run(args: argparse.Namespace) -> int:
             "of the whole machine not charged to the server or client (other processes, "
             "interrupt-time network work):\nhigh values mean the figures were disturbed."
         )
+        if calls_doc is not None and "error" not in calls_doc:
+            print()
+            print(calls_bench.format_table(calls_doc))
         print(f"wall time {wall:.1f} s")
     if errors:
         sys.stderr.write("netpoll bench: some measurements failed:\n")
