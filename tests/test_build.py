@@ -81,13 +81,13 @@ def test_pure_python_env_var_forces_every_hot_module_pure() -> None:
 
 def test_pure_python_env_var_can_name_modules() -> None:
     code = "import json, netpoll._build as b; print(json.dumps(b.build_info()))"
-    info = json.loads(_run(code, NETPOLL_PURE_PYTHON="sched,netpoll.core.chan"))
-    assert info["modules"]["netpoll.core.sched"] == "pure"
+    info = json.loads(_run(code, NETPOLL_PURE_PYTHON="park,netpoll.core.chan"))
+    assert info["modules"]["netpoll.core.park"] == "pure"
     assert info["modules"]["netpoll.core.chan"] == "pure"
     others = {
         v
         for k, v in info["modules"].items()
-        if k not in ("netpoll.core.sched", "netpoll.core.chan")
+        if k not in ("netpoll.core.park", "netpoll.core.chan")
     }
     installed = _installed_build()
     assert others == ({"compiled"} if installed == "compiled" else {"pure"})
