@@ -66,7 +66,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from netpoll.core import finalizer as _finalizer
 from netpoll.core.errors import DeadlineExceededError, NetClosingError
 from netpoll.core.fd import FD
-from netpoll.core.hookspecs import MODE_R, MODE_W
+from netpoll.core.hookspecs import MODE_R, MODE_RW, MODE_W
 from netpoll.core.runtime import runtime as _runtime
 from netpoll.core.sched import blocking as _blocking
 
@@ -364,14 +364,18 @@ class socket(_StdSocket):
             if value != value or value < 0:
                 raise ValueError("Timeout value out of range")
         self._gtimeout = value
-        fd = self._fd
-        if self._dl and fd is not None and (value is None or value == 0.0):
-            # No call sets a deadline without a timeout: clear the one left.
+        if value is None and self._dl:
+            # Calls without a timeout go to the FD with no deadline of their
+            # own: clear the one a timed call left.  (Non-blocking calls never
+            # consult it, so settimeout(0), which redis-py's pool check does
+            # twice per command with its timeout, leaves it.)
             self._dl = False
-            try:
-                fd.set_deadline(None)
-            except OSError:
-                pass
+            fd = self._fd
+            if fd is not None and fd.pd is not None:
+                try:
+                    fd.set_deadline_in(math.inf, MODE_RW)
+                except OSError:
+                    pass
 
     def gettimeout(self) -> float | None:
         """The timeout set by :meth:`settimeout` (None: blocking)."""
@@ -547,6 +551,12 @@ class socket(_StdSocket):
             raise ValueError("negative buffersize in recv")
         t = self._gtimeout
         if flags or t == 0.0:
+            if not flags and _table.read_direct:
+                raw = self._raw
+                if raw is None or self._closing:
+                    raise _ebadf()
+                data: bytes = raw.recv(bufsize)  # non-blocking: once
+                return data
             buf = bytearray(bufsize)
             return _shrink(buf, self._recv_into_slow(buf, 0, flags))
         fd = self._fd
