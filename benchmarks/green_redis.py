@@ -10,8 +10,9 @@ grows to W connections) and each does N GETs of a 64-byte value from a
 * ``threads`` (``--threads``): stdlib redis-py, a thread per worker.
 
 Every measurement is a fresh child process; the kinds run interleaved,
-round after round, and the report gives each kind's median GETs/s and its
-ratio to gevent's.  ``--netpoll-path DIR`` adds a kind ``netpoll@DIR`` that
+round after round, and the report gives each kind's median GETs per second
+and per CPU second of the client process (steadier when the machine is
+shared), each with its ratio to gevent's.  ``--netpoll-path DIR`` adds a kind ``netpoll@DIR`` that
 imports netpoll from another checkout (an A/B of two versions).  With two or
 more CPUs, ``--pin`` puts the server on the first and the clients on the second.
 
@@ -50,9 +51,9 @@ if kind == "gevent":
     import gevent, redis
     r = redis.Redis(port=port, max_connections=workers)
     gevent.joinall([gevent.spawn(work, r, 20) for _ in range(workers)], raise_error=True)
-    t0 = time.perf_counter()
+    t0 = time.perf_counter(); c0 = time.process_time()
     gevent.joinall([gevent.spawn(work, r, gets) for _ in range(workers)], raise_error=True)
-    dt = time.perf_counter() - t0
+    dt = time.perf_counter() - t0; dc = time.process_time() - c0
     where = gevent.__file__
 elif kind == "threads":
     import threading, redis
@@ -62,9 +63,9 @@ elif kind == "threads":
         for t in ts: t.start()
         for t in ts: t.join()
     batch(20)
-    t0 = time.perf_counter()
+    t0 = time.perf_counter(); c0 = time.process_time()
     batch(gets)
-    dt = time.perf_counter() - t0
+    dt = time.perf_counter() - t0; dc = time.process_time() - c0
     where = "threads"
 else:
     import netpoll, netpoll.patch
@@ -74,13 +75,13 @@ else:
         r = redis.Redis(port=port, max_connections=workers)
         for g in [netpoll.go(work, r, 20) for _ in range(workers)]:
             g.result()
-        t0 = time.perf_counter()
+        t0 = time.perf_counter(); c0 = time.process_time()
         for g in [netpoll.go(work, r, gets) for _ in range(workers)]:
             g.result()
-        return time.perf_counter() - t0
-    dt = netpoll.run(main)
+        return time.perf_counter() - t0, time.process_time() - c0
+    dt, dc = netpoll.run(main)
     where = netpoll.__file__
-print(f"{workers * gets / dt:.1f} {where}")
+print(f"{workers * gets / dt:.1f} {workers * gets / dc:.1f} {where}")
 """
 
 
@@ -119,8 +120,8 @@ def start_redis(port: int, cpu: int | None) -> tuple[subprocess.Popen[bytes], st
 
 def run_child(
     kind: str, port: int, workers: int, gets: int, path: str | None, cpu: int | None
-) -> float:
-    """GETs/s of one child process of ``kind`` (netpoll imported from ``path`` if given)."""
+) -> tuple[float, float]:
+    """GETs per second and per CPU second of one child of ``kind`` (netpoll from ``path``)."""
     env = dict(os.environ)
     if path is not None:
         env["PYTHONPATH"] = path + os.pathsep + env.get("PYTHONPATH", "")
@@ -137,10 +138,10 @@ def run_child(
     )
     if out.returncode != 0:
         raise SystemExit(f"{kind} child failed:\n{out.stderr}")
-    rate, where = out.stdout.split()
+    rate, cpu_rate, where = out.stdout.split()
     if path is not None and not where.startswith(path):
         raise SystemExit(f"{kind} imported netpoll from {where}, not {path}")
-    return float(rate)
+    return float(rate), float(cpu_rate)
 
 
 def main() -> None:
@@ -166,23 +167,35 @@ def main() -> None:
     port = free_port()
     proc, tmp = start_redis(port, srv_cpu)
     rates: dict[str, list[float]] = {label: [] for label, _, _ in kinds}
+    cpu_rates: dict[str, list[float]] = {label: [] for label, _, _ in kinds}
     try:
         for rnd in range(args.rounds):
             order = kinds if rnd % 2 == 0 else kinds[::-1]
             for label, kind, path in order:
-                rate = run_child(kind, port, args.workers, args.gets, path, cli_cpu)
+                rate, cpu_rate = run_child(kind, port, args.workers, args.gets, path, cli_cpu)
                 rates[label].append(rate)
-            line = "  ".join(f"{label}={rates[label][-1]:.0f}" for label, _, _ in kinds)
+                cpu_rates[label].append(cpu_rate)
+            line = "  ".join(
+                f"{lb}={rates[lb][-1]:.0f}/{cpu_rates[lb][-1]:.0f}" for lb, _, _ in kinds
+            )
             print(f"round {rnd + 1}: {line}", flush=True)
     finally:
         proc.terminate()
         proc.wait()
         shutil.rmtree(tmp, ignore_errors=True)
     base = statistics.median(rates["gevent"])
-    print(f"\n{args.workers} workers x {args.gets} GETs, {args.rounds} rounds (GETs/s)")
+    cbase = statistics.median(cpu_rates["gevent"])
+    print(
+        f"\n{args.workers} workers x {args.gets} GETs, {args.rounds} rounds: medians of"
+        " GETs per wall second and per client CPU second (the steadier one on a busy machine)"
+    )
     for label, _, _ in kinds:
         med = statistics.median(rates[label])
-        print(f"{label:>40}: median {med:9.0f}  x gevent {med / base:5.2f}")
+        cmed = statistics.median(cpu_rates[label])
+        print(
+            f"{label:>32}: {med:8.0f} GETs/s  x gevent {med / base:5.2f}   "
+            f"{cmed:8.0f} GETs/CPU-s  x gevent {cmed / cbase:5.2f}"
+        )
 
 
 if __name__ == "__main__":
