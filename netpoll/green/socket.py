@@ -20,7 +20,16 @@ pollDesc.
   ``now + t`` for each call (``sendall``: for the whole call) and raises
   :class:`TimeoutError` (``socket.timeout``, message "timed out"), ``0``
   tries once and raises :class:`BlockingIOError`.  ``getdefaulttimeout``
-  applies to new sockets.
+  applies to new sockets.  The deadline is set when a call may park and
+  left set afterwards (the next timed call overwrites it; ``settimeout(None)``
+  clears it; non-blocking calls never consult it), so a call costs no
+  clearing round trip.
+* **The hot path.**  ``recv``, ``recv_into`` and ``sendall`` without flags
+  call the FD's own loops (:meth:`~netpoll.core.fd.FD.read`, ``readinto``,
+  ``write``: fdMutex, pollDesc checks, the socket method, parking on
+  ``EAGAIN``) with nothing in between but the timeout's deadline, so an
+  echoed message costs what a netpoll ``Conn``'s does
+  (``docs/performance.md``, "Green sockets").
 * **Syscall hooks.**  ``socket``, ``connect``, ``listen``, ``accept``, the
   ``SO_ERROR`` read that ends a connect, ``close``, and the data calls
   ``recv``/``recv_into`` and ``send``/``sendall`` (with any flags),
