@@ -284,8 +284,9 @@ class socket(_StdSocket):
         """Set this call's deadline from the timeout (None: none).
 
         The deadline is left set when the call returns: every call that may
-        park with a timeout sets its own first, and :meth:`settimeout` to
-        None or 0 clears it (``_dl`` says one may be set).
+        park with a timeout sets its own first, non-blocking calls never
+        consult it, and :meth:`settimeout` to None clears it (``_dl`` says
+        one may be set).
         """
         t = self._gtimeout
         if t is not None and fd.pd is not None:
