@@ -85,9 +85,7 @@ def test_pure_python_env_var_can_name_modules() -> None:
     assert info["modules"]["netpoll.core.park"] == "pure"
     assert info["modules"]["netpoll.core.chan"] == "pure"
     others = {
-        v
-        for k, v in info["modules"].items()
-        if k not in ("netpoll.core.park", "netpoll.core.chan")
+        v for k, v in info["modules"].items() if k not in ("netpoll.core.park", "netpoll.core.chan")
     }
     installed = _installed_build()
     assert others == ({"compiled"} if installed == "compiled" else {"pure"})

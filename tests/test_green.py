@@ -502,3 +502,44 @@ def test_ssl_records_go_through_the_hooks_while_faults_watch(pki: Certs, backend
         assert reset.fired >= 1
     peer.join(PEER)
     ls.close()
+
+
+def test_ssl_timeout_is_per_call_and_settimeout_none_clears_it(pki: Certs, backend: str) -> None:
+    """Each timed TLS call parks under its own deadline (one left by the call
+    before, long passed, does not fire), the timeout still ends a silent read,
+    and settimeout(None) drops the deadline the last timed call left."""
+    server_ctx = pki.server_context()
+    ls = socket.create_server(("127.0.0.1", 0))
+    ls.settimeout(PEER)
+    delays = [0.0, 0.05, 0.6]
+
+    def serve() -> None:
+        raw, _ = ls.accept()
+        raw.settimeout(PEER)
+        with server_ctx.wrap_socket(raw, server_side=True) as c:
+            for delay in delays:
+                data = c.recv(1)
+                if not data:
+                    return
+                gtime.sleep(delay)
+                c.sendall(data)
+            c.recv(1)  # until the client closes
+
+    peer = start(serve)
+    raw = gsocket.create_connection(("127.0.0.1", ls.getsockname()[1]), timeout=0.4)
+    s = _green_client_context(pki).wrap_socket(raw, server_hostname="localhost")
+    try:
+        s.sendall(b"a")
+        assert s.recv(1) == b"a"
+        netpoll.sleep(0.5)  # a deadline the last call left has passed
+        s.sendall(b"b")
+        assert s.recv(1) == b"b"  # parks ~0.05 s under its own deadline
+        with pytest.raises(socket.timeout):
+            s.recv(1)  # nothing comes: the 0.4 s timeout ends it
+        s.settimeout(None)
+        s.sendall(b"c")
+        assert s.recv(1) == b"c"  # the peer waits 0.6 s: no deadline left
+    finally:
+        s.close()
+        peer.join(PEER)
+        ls.close()

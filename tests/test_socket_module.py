@@ -257,6 +257,125 @@ def test_bad_input_errors(backend: str) -> None:
         nsock.socket(fileno=10_000)
 
 
+# -- the fast path's timeout bookkeeping (a deadline per call, left set) -------------------
+
+
+def _delayed_echo(ls: std.socket, delays: list[float]) -> threading.Thread:
+    """Accept one conn; echo each received byte after the next delay in ``delays``."""
+
+    def serve() -> None:
+        c, _ = ls.accept()
+        with c:
+            c.settimeout(PEER)
+            for delay in delays:
+                data = c.recv(1)
+                if not data:
+                    return
+                time.sleep(delay)
+                c.sendall(data)
+
+    return start(serve)
+
+
+def test_each_timed_call_gets_its_own_deadline(listening: std.socket) -> None:
+    # A timed recv leaves its deadline on the pollDesc; a later call must not
+    # inherit it (expired or not), and settimeout(None) must drop it.
+    t = _delayed_echo(listening, [0.0, 0.05, 0.05, 0.6])
+    s = nsock.create_connection(("127.0.0.1", _port(listening)))
+    try:
+        s.settimeout(0.4)
+        s.sendall(b"a")
+        assert s.recv(1) == b"a"  # deadline now+0.4, left set
+        netpoll.sleep(0.5)  # ... and now passed
+        s.sendall(b"b")
+        assert s.recv(1) == b"b"  # parks ~0.05 s under a fresh deadline
+        s.settimeout(0.0)  # non-blocking calls ignore the deadline
+        with pytest.raises(BlockingIOError):
+            s.recv(1)
+        s.settimeout(0.4)
+        s.sendall(b"c")
+        buf = bytearray(1)
+        assert s.recv_into(buf) == 1 and buf == b"c"
+        s.settimeout(None)  # no timeout: the one left must go
+        s.sendall(b"d")
+        assert s.recv(1) == b"d"  # the peer waits 0.6 s, past the old 0.4 s deadline
+    finally:
+        s.close()
+    t.join(PEER)
+
+
+def test_timed_sendall_and_send_on_a_full_buffer(listening: std.socket) -> None:
+    s = nsock.create_connection(("127.0.0.1", _port(listening)))
+    peer, _ = listening.accept()
+    try:
+        s.settimeout(0.1)
+        # Nobody reads: the buffers fill and sendall times out part way.
+        with pytest.raises(std.timeout) as info:
+            s.sendall(b"x" * (64 << 20))
+        assert str(info.value) == "timed out"
+        with pytest.raises(std.timeout):
+            for _ in range(4096):  # the kernel may still take a little
+                s.send(b"x" * 65536)
+        s.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            for _ in range(4096):
+                s.send(b"x" * 65536)
+        with pytest.raises(BlockingIOError):
+            s.sendall(b"x" * (64 << 20))
+    finally:
+        peer.close()
+        s.close()
+    with pytest.raises(OSError) as closed:
+        s.sendall(b"x")
+    assert closed.value.errno == errno.EBADF
+
+
+def test_timed_sendall_parks_then_completes_after_its_deadline_was_left(
+    listening: std.socket,
+) -> None:
+    s = nsock.create_connection(("127.0.0.1", _port(listening)))
+    peer, _ = listening.accept()
+    payload = bytes(range(256)) * 8192  # 2 MiB: parks on a full buffer
+    got = bytearray()
+
+    def drain() -> None:
+        peer.settimeout(PEER)
+        while len(got) < 2 * len(payload):
+            chunk = peer.recv(1 << 20)
+            if not chunk:
+                break
+            got.extend(chunk)
+
+    r = start(drain)
+    s.settimeout(1.0)
+    s.sendall(memoryview(payload))  # parks: a write deadline is set and left
+    netpoll.sleep(1.1)  # the left deadline passes
+    s.sendall(payload)  # must park under its own deadline, not fail at once
+    r.join(PEER)
+    peer.close()
+    assert bytes(got) == payload * 2
+    s.close()
+
+
+def test_recv_into_sizes_and_closed_errors(listening: std.socket) -> None:
+    t = _echo_once(listening)
+    s = nsock.create_connection(("127.0.0.1", _port(listening)))
+    buf = bytearray(4)
+    with pytest.raises(ValueError, match="buffer too small"):
+        s.recv_into(buf, 5)
+    with pytest.raises(ValueError, match="negative"):
+        s.recv_into(buf, -1)
+    s.sendall(b"wxyz")
+    assert s.recv_into(buf, 2) == 2 and buf[:2] == b"wx"
+    assert s.recv_into(memoryview(buf)[2:]) == 2 and buf == b"wxyz"
+    s.close()
+    for call in (lambda: s.recv(1), lambda: s.recv_into(buf), lambda: s.send(b"x")):
+        with pytest.raises(OSError) as info:
+            call()
+        assert info.value.errno == errno.EBADF
+    t.join(PEER)
+
+
 # -- goroutines on one M, faults --------------------------------------------------------
 
 

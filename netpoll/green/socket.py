@@ -20,7 +20,16 @@ pollDesc.
   ``now + t`` for each call (``sendall``: for the whole call) and raises
   :class:`TimeoutError` (``socket.timeout``, message "timed out"), ``0``
   tries once and raises :class:`BlockingIOError`.  ``getdefaulttimeout``
-  applies to new sockets.
+  applies to new sockets.  The deadline is set when a call may park and
+  left set afterwards (the next timed call overwrites it; ``settimeout(None)``
+  clears it; non-blocking calls never consult it), so a call costs no
+  clearing round trip.
+* **The hot path.**  ``recv``, ``recv_into`` and ``sendall`` without flags
+  call the FD's own loops (:meth:`~netpoll.core.fd.FD.read`, ``readinto``,
+  ``write``: fdMutex, pollDesc checks, the socket method, parking on
+  ``EAGAIN``) with nothing in between but the timeout's deadline, so an
+  echoed message costs what a netpoll ``Conn``'s does
+  (``docs/performance.md``, "Green sockets").
 * **Syscall hooks.**  ``socket``, ``connect``, ``listen``, ``accept``, the
   ``SO_ERROR`` read that ends a connect, ``close``, and the data calls
   ``recv``/``recv_into`` and ``send``/``sendall`` (with any flags),
@@ -66,7 +75,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from netpoll.core import finalizer as _finalizer
 from netpoll.core.errors import DeadlineExceededError, NetClosingError
 from netpoll.core.fd import FD
-from netpoll.core.hookspecs import MODE_R, MODE_W
+from netpoll.core.hookspecs import MODE_R, MODE_RW, MODE_W
 from netpoll.core.runtime import runtime as _runtime
 from netpoll.core.sched import blocking as _blocking
 
@@ -204,6 +213,8 @@ class socket(_StdSocket):
     _fd: FD | None
     _gtimeout: float | None
     _closing: bool
+    #: True once a call may have left a pollDesc deadline set (see _arm).
+    _dl: bool = False
 
     def __init__(
         self, family: int = -1, type: int = -1, proto: int = -1, fileno: int | None = None
@@ -273,10 +284,17 @@ class socket(_StdSocket):
         return raw
 
     def _arm(self, fd: FD, mode: int) -> None:
-        """Set this call's deadline from the timeout (None: none)."""
+        """Set this call's deadline from the timeout (None: none).
+
+        The deadline is left set when the call returns: every call that may
+        park with a timeout sets its own first, non-blocking calls never
+        consult it, and :meth:`settimeout` to None clears it (``_dl`` says
+        one may be set).
+        """
         t = self._gtimeout
-        if t is not None:
-            _set_pd_deadline(fd, _monotonic() + t, mode)
+        if t is not None and fd.pd is not None:
+            self._dl = True
+            fd.set_deadline_in(t, mode)
 
     def _recv_until(self, n: int, deadline: float | None, nonblocking: bool) -> bytes:
         """Up to ``n`` bytes through the read hook, parking until ``deadline`` (monotonic).
@@ -290,6 +308,8 @@ class socket(_StdSocket):
             return _shrink(buf, _table.read(raw, buf))
         fd = self._get_fd()
         try:
+            if deadline is not None:
+                self._dl = True
             _set_pd_deadline(fd, 0.0 if deadline is None else deadline, MODE_R)
             k = fd.readinto(buf)
         except DeadlineExceededError:
@@ -303,6 +323,8 @@ class socket(_StdSocket):
         self._live_raw()
         fd = self._get_fd()
         try:
+            if deadline is not None:
+                self._dl = True
             _set_pd_deadline(fd, 0.0 if deadline is None else deadline, MODE_W)
             fd.write(data)
         except DeadlineExceededError:
@@ -310,22 +332,23 @@ class socket(_StdSocket):
         except NetClosingError:
             raise _ebadf() from None
 
-    def _io(self, mode: int, attempt: Callable[[], _T]) -> _T:
+    def _io(self, mode: int, attempt: Callable[[], _T], *, tried: bool = False) -> _T:
         """Run ``attempt`` (which raises BlockingIOError on EAGAIN) with the timeout.
 
         Non-blocking: once.  Otherwise one attempt first (most calls
-        succeed at once, and then no deadline needs setting), then under the
-        fdMutex, parking on ``mode`` between attempts, until it succeeds,
-        the deadline passes (``socket.timeout``) or the socket is closed
-        (``EBADF``).
+        succeed at once, and then no deadline needs setting; ``tried``: the
+        caller made it), then under the fdMutex, parking on ``mode`` between
+        attempts, until it succeeds, the deadline passes (``socket.timeout``)
+        or the socket is closed (``EBADF``).
         """
         self._live_raw()
-        if self._gtimeout == 0.0:
-            return attempt()
-        try:
-            return attempt()
-        except BlockingIOError:
-            pass
+        if not tried:
+            if self._gtimeout == 0.0:
+                return attempt()
+            try:
+                return attempt()
+            except BlockingIOError:
+                pass
         fd = self._get_fd()
         box: list[_T] = []
 
@@ -354,12 +377,18 @@ class socket(_StdSocket):
             if value != value or value < 0:
                 raise ValueError("Timeout value out of range")
         self._gtimeout = value
-        fd = self._fd
-        if fd is not None and (value is None or value == 0.0):
-            try:
-                fd.set_deadline(None)
-            except OSError:
-                pass
+        if value is None and self._dl:
+            # Calls without a timeout go to the FD with no deadline of their
+            # own: clear the one a timed call left.  (Non-blocking calls never
+            # consult it, so settimeout(0), which redis-py's pool check does
+            # twice per command with its timeout, leaves it.)
+            self._dl = False
+            fd = self._fd
+            if fd is not None and fd.pd is not None:
+                try:
+                    fd.set_deadline_in(math.inf, MODE_RW)
+                except OSError:
+                    pass
 
     def gettimeout(self) -> float | None:
         """The timeout set by :meth:`settimeout` (None: blocking)."""
@@ -485,42 +514,76 @@ class socket(_StdSocket):
 
     # -- reads --------------------------------------------------------------------------
 
+    # The data calls without flags are the hot path of every library (redis-py
+    # reads with recv, http.client's SocketIO with recv_into, both write with
+    # sendall): each goes straight to the FD's own loop (fdMutex, pollDesc
+    # checks, the socket method or its syscall hook, parking on EAGAIN), with
+    # no closure per attempt.  A timeout costs one ``set_deadline_in`` per
+    # call that may park; the deadline is left behind (see _arm).  The
+    # flagged and rarer calls take the generic path, _io.
+
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         """Read into ``buffer`` (at most ``nbytes`` if given); 0 at EOF."""
-        view = memoryview(buffer).cast("B")
-        if nbytes:
-            if nbytes < 0:
-                raise ValueError("negative buffersize in recv_into")
-            view = view[:nbytes]
-        raw = self._live_raw()
-        if flags:
-            target: Any = _Flagged(raw, flags)
-            return self._io(MODE_R, lambda: _table.read(target, view))
+        if nbytes or flags:
+            return self._recv_into_slow(buffer, nbytes, flags)
         t = self._gtimeout
-        if t is not None:
-            # Try once before paying for a deadline; without a timeout the
-            # FD's own first attempt (or a thread's wait-first) does this.
-            try:
-                return _table.read(raw, view)
-            except BlockingIOError:
-                if t == 0.0:
-                    raise
-        fd = self._get_fd()
+        if t == 0.0:
+            return self._recv_into_slow(buffer, 0, 0)
+        fd = self._fd
+        if fd is None:
+            fd = self._get_fd()
+        if not _table.read_direct:
+            # A plugin watches: hand it a byte view (it may slice or log it).
+            buffer = memoryview(buffer).cast("B")
         try:
-            self._arm(fd, MODE_R)
-            return fd.readinto(view)
+            if t is not None and fd.pd is not None:
+                self._dl = True
+                fd.set_deadline_in(t, MODE_R)
+            return fd.readinto(buffer)
         except DeadlineExceededError:
             raise _timed_out() from None
         except NetClosingError:
             raise _ebadf() from None
 
+    def _recv_into_slow(self, buffer: Any, nbytes: int, flags: int) -> int:
+        """recv_into with ``nbytes``, ``flags`` or in non-blocking mode."""
+        view = memoryview(buffer).cast("B")
+        if nbytes:
+            if nbytes < 0:
+                raise ValueError("negative buffersize in recv_into")
+            if nbytes > view.nbytes:
+                raise ValueError("buffer too small for requested bytes")
+            view = view[:nbytes]
+        raw = self._live_raw()
+        target: Any = _Flagged(raw, flags) if flags else raw
+        return self._io(MODE_R, lambda: _table.read(target, view))
+
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         """Read up to ``bufsize`` bytes; ``b""`` at EOF."""
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
-        buf = bytearray(bufsize)
-        n = self.recv_into(buf, bufsize, flags)
-        return _shrink(buf, n)
+        t = self._gtimeout
+        if flags or t == 0.0:
+            if not flags and _table.read_direct:
+                raw = self._raw
+                if raw is None or self._closing:
+                    raise _ebadf()
+                data: bytes = raw.recv(bufsize)  # non-blocking: once
+                return data
+            buf = bytearray(bufsize)
+            return _shrink(buf, self._recv_into_slow(buf, 0, flags))
+        fd = self._fd
+        if fd is None:
+            fd = self._get_fd()
+        try:
+            if t is not None and fd.pd is not None:
+                self._dl = True
+                fd.set_deadline_in(t, MODE_R)
+            return fd.read(bufsize)
+        except DeadlineExceededError:
+            raise _timed_out() from None
+        except NetClosingError:
+            raise _ebadf() from None
 
     def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
         """Receive one datagram into ``buffer``: ``(nbytes, address)``."""
@@ -555,43 +618,71 @@ class socket(_StdSocket):
 
     def send(self, data: Any, flags: int = 0) -> int:
         """Send ``data``; returns how many bytes the OS took (parks while none fit)."""
-        raw = self._live_raw()
-        target: Any = _Flagged(raw, flags) if flags else raw
-        return self._io(MODE_W, lambda: _table.write(target, data))
+        raw = self._raw
+        if raw is None or self._closing:
+            raise _ebadf()
+        if flags:
+            target: Any = _Flagged(raw, flags)
+            return self._io(MODE_W, lambda: _table.write(target, data))
+        # One attempt before the generic path: a send that fits is the rule.
+        try:
+            if _table.write_direct:
+                n: int = raw.send(data)
+                return n
+            return _table.write(raw, data)
+        except BlockingIOError:
+            if self._gtimeout == 0.0:
+                raise
+        return self._io(MODE_W, lambda: _table.write(raw, data), tried=True)
 
     def sendall(self, data: Any, flags: int = 0) -> None:
         """Send all of ``data``; the timeout bounds the whole call."""
-        self._live_raw()
-        if flags or self._gtimeout == 0.0:
-            view = memoryview(data).cast("B")
-            if self._gtimeout == 0.0:
-                deadline = None
-            else:
-                t = self._gtimeout
-                deadline = None if t is None else _time.monotonic() + t
-            while view:
-                if deadline is not None and _time.monotonic() >= deadline:
-                    raise _timed_out()
-                view = view[self.send(view, flags) :]
+        t = self._gtimeout
+        if flags or t == 0.0:
+            self._sendall_slow(data, flags)
             return
-        if self._gtimeout is not None:
+        if t is not None:
             # One attempt before paying for a deadline: a small send fits.
-            view = memoryview(data).cast("B")
+            raw = self._raw
+            if raw is None or self._closing:
+                raise _ebadf()
+            kind = data.__class__
+            if kind is bytes or kind is bytearray:
+                total = len(data)
+            else:
+                data = memoryview(data).cast("B")
+                total = data.nbytes
             try:
-                sent = _table.write(self._live_raw(), view)
+                sent: int = raw.send(data) if _table.write_direct else _table.write(raw, data)
             except BlockingIOError:
                 sent = 0
-            if sent >= view.nbytes:
+            if sent >= total:
                 return
-            data = view[sent:]
-        fd = self._get_fd()
+            if sent:
+                data = memoryview(data).cast("B")[sent:]
+        fd = self._fd
+        if fd is None:
+            fd = self._get_fd()
         try:
-            self._arm(fd, MODE_W)
+            if t is not None and fd.pd is not None:
+                self._dl = True
+                fd.set_deadline_in(t, MODE_W)
             fd.write(data)
         except DeadlineExceededError:
             raise _timed_out() from None
         except NetClosingError:
             raise _ebadf() from None
+
+    def _sendall_slow(self, data: Any, flags: int) -> None:
+        """sendall with flags or in non-blocking mode: :meth:`send` until all is out."""
+        self._live_raw()
+        view = memoryview(data).cast("B")
+        t = self._gtimeout
+        deadline = None if not t else _monotonic() + t
+        while view:
+            if deadline is not None and _monotonic() >= deadline:
+                raise _timed_out()
+            view = view[self.send(view, flags) :]
 
     def sendto(self, data: Any, flags_or_address: Any, address: Any = None) -> int:
         """``sendto(data, address)`` or ``sendto(data, flags, address)``: one datagram."""

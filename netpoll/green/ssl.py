@@ -33,12 +33,13 @@ functions are the stdlib's, looking names up in this module.
 from __future__ import annotations
 
 import contextlib
+import math
 import ssl as _std
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from netpoll.core.errors import DeadlineExceededError, NetClosingError
-from netpoll.core.hookspecs import MODE_R, MODE_W
+from netpoll.core.hookspecs import MODE_R, MODE_RW, MODE_W
 from netpoll.green import rebind_function as _rebind
 from netpoll.green import reexport as _reexport
 from netpoll.green import socket as _gsocket
@@ -55,7 +56,6 @@ _OrigSSLSocket = _std.SSLSocket
 _OrigSSLContext = _std.SSLContext
 _SSLWantReadError = _std.SSLWantReadError
 _SSLWantWriteError = _std.SSLWantWriteError
-_time_now = _gsocket._time_now
 _monotonic = _gsocket._monotonic
 #: How much one read from the descriptor feeds a memory BIO.
 _BIO_READ = 65536
@@ -141,17 +141,30 @@ class SSLSocket(_OrigSSLSocket, _gsocket.socket):  # type: ignore[misc]
             self._send_until(data, deadline)
 
     def _ssl_io(self, op: Callable[[], _T], timeout: float | None) -> _T:
-        """Run the TLS call ``op``, parking on whatever direction OpenSSL wants."""
+        """Run the TLS call ``op``, parking on whatever direction OpenSSL wants.
+
+        One attempt first: a read with plaintext buffered or a write that
+        fits needs no deadline, fdMutex or closure.  Then, as the green
+        socket's data calls, the timeout becomes one deadline for the call,
+        left set afterwards (``_dl``, see ``socket._arm``).
+        """
         if not self._mode_chosen:
             self._choose_mode()
         if self._bio is not None:
             return self._bio_io(op, timeout)
         if timeout == 0.0:
             return op()
+        try:
+            return op()
+        except _SSLWantReadError:
+            mode = MODE_R
+        except _SSLWantWriteError:
+            mode = MODE_W
+        return self._ssl_park(op, timeout, mode)
+
+    def _ssl_park(self, op: Callable[[], _T], timeout: float | None, mode: int) -> _T:
+        """The rest of :meth:`_ssl_io` after OpenSSL wanted ``mode``: park and retry."""
         fd = self._get_fd()
-        if timeout is not None:
-            fd.set_deadline(_time_now() + timeout)
-        mode = MODE_R
         box: list[_T] = []
 
         def once(_sysfd: int) -> bool:
@@ -168,6 +181,15 @@ class SSLSocket(_OrigSSLSocket, _gsocket.socket):  # type: ignore[misc]
             return True
 
         try:
+            if fd.pd is not None:
+                if timeout is not None:
+                    self._dl = True
+                    fd.set_deadline_in(timeout, MODE_RW)
+                elif self._dl:
+                    # A forced blocking handshake in non-blocking mode: drop
+                    # a deadline left by an earlier timed call.
+                    self._dl = False
+                    fd.set_deadline_in(math.inf, MODE_RW)
             while not box:
                 try:
                     fd.raw_io(mode, once)
@@ -178,12 +200,6 @@ class SSLSocket(_OrigSSLSocket, _gsocket.socket):  # type: ignore[misc]
             raise _gsocket._timed_out() from None
         except NetClosingError:
             raise _gsocket._ebadf() from None
-        finally:
-            if timeout is not None and not fd.closed:
-                try:
-                    fd.set_deadline(None)
-                except OSError:
-                    pass
 
     def settimeout(self, value: float | None) -> None:
         """As the green socket's, and the descriptor is put back in non-blocking mode.
