@@ -56,9 +56,11 @@ def tox_env_list() -> list[str]:
 
 
 def tox_known_envs() -> set[str]:
-    """Every env tox knows: the list plus the named ``[testenv:x]`` sections."""
+    """Every env tox knows: the list, the named ``[testenv:x]`` sections, and the
+    matrix cells tox makes from the factors on demand (``tox -e py310-poll``)."""
     named = {s.split(":", 1)[1] for s in tox_ini().sections() if s.startswith("testenv:")}
-    return set(tox_env_list()) | named
+    cells = {f"py{py}-{b}" for py in PYTHONS for b in LINUX_BACKENDS}
+    return set(tox_env_list()) | named | cells
 
 
 def workflow_text() -> str:
@@ -91,10 +93,25 @@ def workflow_tox_run_envs() -> set[str]:
 # --------------------------------------------------------------------------
 
 
-def test_tox_env_list_is_the_matrix() -> None:
+def _build_of(python: str) -> str:
+    """``pure`` or ``compiled``: what tox.ini asks of a Python's envs."""
+    set_env = tox_ini()["testenv"]["set_env"]
+    for line in set_env.splitlines():
+        factors, _, value = line.partition(":")
+        if "NETPOLL_TEST_EXPECT_BUILD" in value and f"py{python}" in factors.strip().split(","):
+            return value.split("=", 1)[1].strip()
+    raise AssertionError(f"py{python} has no NETPOLL_TEST_EXPECT_BUILD")
+
+
+def test_tox_env_list_covers_every_backend_both_builds_and_every_python() -> None:
     envs = tox_env_list()
-    matrix = [f"py{py}-{b}" for py in PYTHONS for b in LINUX_BACKENDS]
-    assert envs[: len(matrix)] == matrix
+    cells = [e for e in envs if e.startswith("py")]
+    assert set(cells) <= {f"py{py}-{b}" for py in PYTHONS for b in LINUX_BACKENDS}
+    # Every Python runs, and every backend runs on a pure and a compiled Python.
+    assert {c.split("-")[0][2:] for c in cells} == set(PYTHONS)
+    for build in ("pure", "compiled"):
+        backends = {c.split("-")[1] for c in cells if _build_of(c.split("-")[0][2:]) == build}
+        assert backends == set(LINUX_BACKENDS), (build, backends)
     assert {"lint", "type", "bench", "stress"} <= set(envs)
     assert envs[-1] == "summary", "summary must run after every test env"
 

@@ -39,6 +39,8 @@ COMPUTED_IMPORTS = {
     ("netpoll.testing", "__getattr__"): "lazy exports: the testing modules in _EXPORTS",
     ("netpoll.patch", "_std"): "the stdlib module being patched (socket, ssl, ...)",
     ("netpoll.patch", "library"): "the installed package the user names",
+    ("netpoll._build", "build_info"): "each module of COMPILED_MODULES, to say which build runs",
+    ("netpoll._build", "find_spec"): "the finder that picks a hot module's compiled or pure file",
 }
 
 
