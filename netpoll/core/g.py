@@ -203,12 +203,7 @@ class GreenletG(greenlet.greenlet):
         else:
             d, armed = pd.wd, pd.wtimer
         if pd.m is not m or not m.edge_triggered or (d > 0 and (armed == 0 or d < armed)):
-            try:
-                arm_on(m, pd, mode)
-            except BaseException:
-                pd.unpublish_locked(self, mode)
-                pd.lock.release()
-                raise
+            arm_on(m, pd, mode, self)
         pd.lock.release()
         hub = m.hub
         try:
@@ -276,16 +271,26 @@ def _park_timeout(arg: tuple[GreenletG, int]) -> None:
         g.ready()
 
 
-def arm_on(m: M, pd: Any, mode: int) -> None:
-    """Commit a park on ``pd`` to ``m`` (``pd.lock`` held): what its poller and timers need.
+def arm_on(m: M, pd: Any, mode: int, g: G) -> None:
+    """Commit ``g``'s park on ``pd`` to ``m`` (``pd.lock`` held): what its poller and timers need.
 
     The fd is registered with ``m``'s poller the first time a G of ``m``
     parks on it (or when the M it was registered with went away) and stays
     there until close; a level-triggered poller gets the direction armed; a
     deadline gets a timer on ``m`` unless an earlier one is armed already.
     A G of another M parked on an fd registered here is readied through its
-    own M's injection queue.
+    own M's injection queue.  If the commit fails, ``g`` is taken back out
+    of the semaphore and ``pd.lock`` released before the error propagates.
     """
+    try:
+        _commit(m, pd, mode)
+    except BaseException:
+        pd.unpublish_locked(g, mode)
+        pd.lock.release()
+        raise
+
+
+def _commit(m: M, pd: Any, mode: int) -> None:
     home = pd.m
     if home is None or home.exited:
         try:
@@ -388,12 +393,7 @@ class ThreadG:
         if w is None:
             m = self.poll_m
             assert m is not None
-            try:
-                arm_on(m, pd, mode)
-            except BaseException:
-                pd.unpublish_locked(self, mode)
-                pd.lock.release()
-                raise
+            arm_on(m, pd, mode, self)
             pd.lock.release()
             try:
                 while True:
