@@ -393,10 +393,12 @@ class _Loader(importlib.abc.Loader):
         self._green = green
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        """The wrapped loader's module object (None: Python's default)."""
         create = getattr(self._inner, "create_module", None)
         return create(spec) if create is not None else None
 
     def exec_module(self, module: types.ModuleType) -> None:
+        """Run the module with the right ``__import__``, then rebind its globals."""
         module.__dict__["__builtins__"] = _module_builtins(self._green)
         self._inner.exec_module(module)
         if self._green:
@@ -414,6 +416,7 @@ class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
+        """The spec of ``fullname`` with its loader wrapped, if netpoll patches it; else None."""
         green = _in_library(fullname)
         if not green and not (_shadows and _is_netpoll(fullname)):
             return None

@@ -290,10 +290,12 @@ class _InstallAfter(importlib.abc.Loader):
         self._inner = inner
 
     def create_module(self, spec: Any) -> Any:
+        """The wrapped loader's module object (None: Python's default)."""
         create = getattr(self._inner, "create_module", None)
         return create(spec) if create is not None else None
 
     def exec_module(self, module: Any) -> None:
+        """Run the module, then install the wait hook into psycopg."""
         self._inner.exec_module(module)
         # install() imports psycopg.waiting by name: it is in sys.modules now.
         install()
