@@ -213,10 +213,11 @@ def format_info(info: dict[str, Any]) -> str:
         lines.append(
             f"           NETPOLL_KQUEUE_EMULATION={info['environment']['NETPOLL_KQUEUE_EMULATION']}"
         )
-    if info["park"] == "eventfd":
-        lines.append("park:      eventfd (one per parked thread, from a pool)")
-    else:
-        lines.append("park:      lock (no eventfd on this OS)")
+    wake = "an eventfd" if info["park"] == "fd + eventfd" else "a pipe"
+    lines.append(
+        f"park:      a thread waits in the kernel on its fd + {wake}"
+        " (while the fd budget lasts; then on a lock)"
+    )
     som = info["somaxconn"]
     lines.append(f"somaxconn: {som if som is not None else 'unknown'}")
     lim = info["fd_limit"]

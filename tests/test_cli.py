@@ -169,6 +169,8 @@ def test_info_text_lists_every_backend() -> None:
         assert heading in out
     for name in BUILTIN:
         assert re.search(rf"^\s+{name}\s+(available .+|unavailable: .+)$", out, re.M), out
+    wake = "an eventfd" if hasattr(os, "eventfd") else "a pipe"
+    assert f"park:      a thread waits in the kernel on its fd + {wake}" in out, out
     assert "Traceback" not in r.stderr
 
 

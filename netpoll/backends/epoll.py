@@ -10,12 +10,18 @@ How epoll is used here, and why:
   the poller never has to re-arm (no ``EPOLL_CTL_MOD`` per wait, unlike
   ``EPOLLONESHOT``).  The price is that an edge must never be lost: the core's
   pollDesc remembers a readiness notice that arrives before anyone parks, and
-  an operation always tries the syscall before it parks.
+  an operation tries the syscall before it parks unless its last read showed
+  the socket empty since that notice was last cleared (``PollDesc.wait``).
 
 * **The epoll data is the fd**, so the token of each fd lives in a dict.  An
   event for an fd closed (and maybe reused) meanwhile is either dropped (no
   token) or reported with the new owner's token, which is only a spurious
   wakeup; the core drops stale tokens by generation anyway.
+
+* **Urgent data.**  ``EPOLLPRI`` is registered too and reported as
+  ``MODE_R | MODE_URGENT``: a TCP read stops short at an urgent mark with
+  data still queued, and the core must know that before it takes a short
+  read as "the socket is empty" (``PollDesc.wait``).
 
 * **Hangup and errors.**  ``EPOLLRDHUP`` (peer shut down its write side) and
   ``EPOLLHUP``/``EPOLLERR`` wake readers; ``EPOLLHUP``/``EPOLLERR`` wake
@@ -44,11 +50,20 @@ import select
 from collections.abc import Iterable, Sequence
 
 from netpoll.backends.base import EdgeTriggeredPoller, Wakeup, probe_with_pipe
-from netpoll.core.hookspecs import MAX_WAIT, MODE_R, MODE_W, BackendSpec, clamp_timeout, hookimpl
+from netpoll.core.hookspecs import (
+    MAX_WAIT,
+    MODE_R,
+    MODE_URGENT,
+    MODE_W,
+    BackendSpec,
+    clamp_timeout,
+    hookimpl,
+)
 
 # select.EPOLL* exist only on Linux; getattr keeps the module importable (and
 # the probe honest) everywhere else.
 _EPOLLIN: int = getattr(select, "EPOLLIN", 0x001)
+_EPOLLPRI: int = getattr(select, "EPOLLPRI", 0x002)
 _EPOLLOUT: int = getattr(select, "EPOLLOUT", 0x004)
 _EPOLLERR: int = getattr(select, "EPOLLERR", 0x008)
 _EPOLLHUP: int = getattr(select, "EPOLLHUP", 0x010)
@@ -56,8 +71,8 @@ _EPOLLRDHUP: int = getattr(select, "EPOLLRDHUP", 0x2000)
 _EPOLLET: int = getattr(select, "EPOLLET", 1 << 31)
 
 #: What every descriptor is registered for, once.
-REGISTER_FLAGS = _EPOLLIN | _EPOLLOUT | _EPOLLRDHUP | _EPOLLET
-_READ_EVENTS = _EPOLLIN | _EPOLLRDHUP | _EPOLLHUP | _EPOLLERR
+REGISTER_FLAGS = _EPOLLIN | _EPOLLPRI | _EPOLLOUT | _EPOLLRDHUP | _EPOLLET
+_READ_EVENTS = _EPOLLIN | _EPOLLPRI | _EPOLLRDHUP | _EPOLLHUP | _EPOLLERR
 _WRITE_EVENTS = _EPOLLOUT | _EPOLLHUP | _EPOLLERR
 
 #: Events fetched per epoll_wait (Go uses 128 as well); the rest wait for the
@@ -69,6 +84,7 @@ class EpollPoller(EdgeTriggeredPoller):
     """One epoll instance: the poller hooks for the ``epoll`` backend."""
 
     name = "epoll"
+    reports_urgent = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -108,7 +124,12 @@ class EpollPoller(EdgeTriggeredPoller):
         # epoll.poll takes seconds and rounds sub-millisecond waits up.
         events = ep.poll(-1.0 if timeout is None else timeout, MAX_EVENTS)
         return [
-            (fd, (MODE_R if ev & _READ_EVENTS else 0) | (MODE_W if ev & _WRITE_EVENTS else 0))
+            (
+                fd,
+                (MODE_R if ev & _READ_EVENTS else 0)
+                | (MODE_W if ev & _WRITE_EVENTS else 0)
+                | (MODE_URGENT if ev & _EPOLLPRI else 0),
+            )
             for fd, ev in events
         ]
 
@@ -141,7 +162,9 @@ class EpollPoller(EdgeTriggeredPoller):
         result: list[tuple[object, int]] = [
             (
                 tokens[fd],
-                (MODE_R if ev & _READ_EVENTS else 0) | (MODE_W if ev & _WRITE_EVENTS else 0),
+                (MODE_R if ev & _READ_EVENTS else 0)
+                | (MODE_W if ev & _WRITE_EVENTS else 0)
+                | (MODE_URGENT if ev & _EPOLLPRI else 0),
             )
             for fd, ev in events
             if fd in tokens

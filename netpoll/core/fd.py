@@ -17,6 +17,7 @@ syscall, as Go does.  Deadlines cannot apply to it.
 
 from __future__ import annotations
 
+import _socket
 import errno
 import math
 import os
@@ -40,6 +41,31 @@ MAX_RW = 1 << 30
 _table = runtime.table
 _monotonic = time.monotonic
 _time = time.time
+
+# The socket's kind and family as stored ints (the ``socket.socket``
+# properties build enum members on every read).
+_sock_type = _socket.socket.type.__get__
+_sock_family = _socket.socket.family.__get__
+_TCP_FAMILIES = (_socket.AF_INET, getattr(_socket, "AF_INET6", _socket.AF_INET))
+
+
+def _is_tcp(sock: Any) -> bool:
+    """True for a TCP stream socket (see PollDesc.wait: its short reads drain it)."""
+    return (
+        isinstance(sock, _socket.socket)
+        and _sock_type(sock) == _socket.SOCK_STREAM
+        and _sock_family(sock) in _TCP_FAMILIES
+    )
+
+
+def _short_reads_drain() -> bool:
+    """False on an edge-triggered backend that cannot tell of urgent data.
+
+    There a short TCP read that stopped at an urgent mark would look like an
+    empty socket while data waits behind the mark, and no new edge comes.
+    """
+    spec = runtime.spec()
+    return not spec.edge_triggered or spec.reports_urgent
 
 
 class FileHandle:
@@ -135,6 +161,7 @@ class FD:
                 pd = None
             else:
                 pd.is_file = is_file
+                pd.short_read_drains = _is_tcp(sock) and _short_reads_drain()
         if pd is None:
             # Not pollable (a regular file): blocking I/O, as Go falls back.
             sock.setblocking(True)
@@ -280,17 +307,22 @@ class FD:
                 d = pd.rd
                 if pd.closing or (d and (d < 0 or d <= _monotonic())):
                     pd.prepare(MODE_R)  # raises the closing or timeout error
-                pd.rg = None  # a stale notice: the call below tries anyway
                 if pd.rhint and _table.read_direct:
-                    # After a read that parked in the kernel a thread waits
-                    # first, skipping the EAGAIN round (see PollDesc.wait).
+                    # The last read expects nothing yet: wait first, skipping
+                    # the EAGAIN round (see PollDesc.wait), before the latch
+                    # is dropped.
                     pd.rhint = False
                     pd.wait(MODE_R, True)
+                pd.rg = None  # a stale notice: the call below tries anyway
             sock = self.sock
             while True:
                 try:
                     if _table.read_direct:
                         n: int = sock.recv_into(buf)
+                        if n > 0 and pd is not None and pd.short_read_drains:
+                            kind = buf.__class__
+                            if (kind is bytearray or kind is memoryview) and n < len(buf):
+                                pd.rhint = True  # short: see read
                     else:
                         n = _table.read(sock, buf)
                     return n
@@ -328,15 +360,19 @@ class FD:
                 d = pd.rd
                 if pd.closing or (d and (d < 0 or d <= _monotonic())):
                     pd.prepare(MODE_R)
-                pd.rg = None
                 if pd.rhint and _table.read_direct:
                     pd.rhint = False
                     pd.wait(MODE_R, True)
+                pd.rg = None
             sock = self.sock
             while True:
                 if _table.read_direct:
                     try:
                         data: bytes = sock.recv(n)
+                        # Short on TCP: the receive queue is empty now, so the
+                        # next read waits first (PollDesc.wait says why).
+                        if data and pd is not None and pd.short_read_drains and len(data) < n:
+                            pd.rhint = True
                         return data
                     except BlockingIOError:
                         if pd is None:
@@ -573,10 +609,10 @@ class FD:
         try:
             pd = self.pd
             if pd is not None:
-                pd.prepare(mode)
                 if wait_first and read and pd.rhint:
                     pd.rhint = False
                     pd.wait(MODE_R, True)
+                pd.prepare(mode)
             while not fn(self.sysfd):
                 if pd is None:
                     raise BlockingIOError(errno.EAGAIN, "resource temporarily unavailable")

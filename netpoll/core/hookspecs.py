@@ -72,6 +72,11 @@ MODE_W = 2
 MODE_RW = MODE_R | MODE_W
 #: :meth:`Poller.netpollwait` only: the wake descriptor is readable.
 MODE_WAKE = 4
+#: With :data:`MODE_R`, from a backend whose spec says ``reports_urgent``:
+#: the peer sent TCP urgent data (``MSG_OOB``), so a read may stop short at
+#: the urgent mark with data still queued behind it (see
+#: ``netpoll.core.polldesc.PollDesc.wait``).
+MODE_URGENT = 8
 
 #: The longest a backend blocks in one wait, in seconds.  Kernels take
 #: millisecond ints (epoll/poll overflow past about 24.8 days) or time_t
@@ -252,7 +257,10 @@ class BackendSpec:
     returns a fresh :class:`Poller` (one per M); it is only called after a
     successful probe.  ``priority`` orders the default choice
     (higher wins).  ``edge_triggered`` is False for backends that need
-    :meth:`Poller.netpollarm` before a waiter parks.
+    :meth:`Poller.netpollarm` before a waiter parks.  ``reports_urgent`` is
+    True for an edge-triggered backend whose events carry
+    :data:`MODE_URGENT`; on other edge-triggered backends a short TCP read is
+    not taken as proof that the socket is empty.
     """
 
     name: str
@@ -261,6 +269,7 @@ class BackendSpec:
     create: Callable[[], Poller]
     edge_triggered: bool = True
     description: str = field(default="")
+    reports_urgent: bool = False
 
 
 # --------------------------------------------------------------------------

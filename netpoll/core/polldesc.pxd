@@ -15,4 +15,5 @@ cdef class PollDesc:
     cdef public double rtimer
     cdef public double wtimer
     cdef public bint rhint
+    cdef public bint short_read_drains
     cdef public object m

@@ -48,7 +48,7 @@ import greenlet
 
 from netpoll.core.errors import DeadlineExceededError, FileClosingError, NetClosingError
 from netpoll.core.g import G, GreenletG, current_goroutine, current_thread_g
-from netpoll.core.hookspecs import MODE_R, MODE_W
+from netpoll.core.hookspecs import MODE_R, MODE_URGENT, MODE_W
 from netpoll.core.m import M, set_event_delivery
 from netpoll.core.runtime import runtime
 
@@ -92,6 +92,7 @@ class PollDesc:
         "rg",
         "rhint",
         "rtimer",
+        "short_read_drains",
         "token",
         "wd",
         "wg",
@@ -112,9 +113,13 @@ class PollDesc:
         #: When the deadline timer armed for each direction fires (0: none).
         self.rtimer = 0.0
         self.wtimer = 0.0
-        #: The last read parked in the kernel (a thread G): the next one may
-        #: wait before it tries (see wait).
+        #: The next read may wait before it tries (see wait): the last read
+        #: parked in the kernel (a thread G), or was short on a TCP socket.
         self.rhint = False
+        #: A read shorter than asked for emptied the receive queue: a TCP
+        #: socket, on a backend that reports urgent data or is
+        #: level-triggered, whose peer sent none (see wait).  Set by the FD.
+        self.short_read_drains = False
         #: The M whose poller has this fd registered (None: not registered).
         self.m: M | None = None
 
@@ -134,6 +139,7 @@ class PollDesc:
         self.rd = self.wd = 0.0
         self.rtimer = self.wtimer = 0.0
         self.rhint = False
+        self.short_read_drains = False
         self.m = None
 
     def retire(self) -> None:
@@ -318,13 +324,28 @@ class PollDesc:
         Returns normally on readiness (the caller retries the syscall); raises
         :class:`NetClosingError` or :class:`DeadlineExceededError` otherwise.
 
-        ``first``: the caller has not tried the system call yet, because the
-        last read on this fd parked in the kernel (``rhint``).  Only a G that
-        waits in the kernel then waits first: its wait (poll(2) on the fd) is
-        level-triggered, so data already there returns at once and the
-        EAGAIN round is saved.  A goroutine returns at once and tries: its
-        poller is edge-triggered, and the notice of data that a previous read
-        left in the socket is gone.
+        ``first``: the caller has not tried the system call yet, because it
+        expects to find nothing (``rhint``): the last read on this fd parked
+        in the kernel, or was short on a TCP socket.  The caller calls this
+        *before* dropping the ready latch (``rg = None``), so a notice that
+        arrived since its last system call is consumed here and it tries at
+        once.  Otherwise:
+
+        * a thread that waits in the kernel waits first: its wait (poll(2) on
+          the fd) is level-triggered, so data already there returns at once
+          and the EAGAIN round is saved;
+        * a goroutine parks first too, which is safe because its last read
+          left the latch set when it started (Go's pollReset comes before the
+          syscall): every segment that arrived since then raised an edge on
+          the edge-triggered poller the fd is registered with, and that edge
+          sets the latch or wakes the parked G; a level-triggered poller or a
+          first registration reports data already there.  A short TCP read
+          means the receive queue was empty when it returned: the kernel's
+          ``tcp_recvmsg`` stops early otherwise only at an urgent mark (the
+          peer used ``MSG_OOB``), which an edge-triggered backend must report
+          (``MODE_URGENT``; ``netpollready`` then clears
+          ``short_read_drains`` for good), or the FD never sets that flag;
+        * a thread that parks on its semaphore returns at once and tries.
 
         netpollblock: under ``pd.lock`` a ready latch is consumed without
         parking, closing or a passed deadline fail at once, and otherwise the
@@ -337,8 +358,6 @@ class PollDesc:
             g = current_thread_g()
             if first and not g.waits_in_kernel:
                 return
-        elif first:
-            return
         lock = self.lock
         while True:
             lock.acquire()
@@ -513,6 +532,10 @@ def netpollready(events: Iterable[tuple[Any, int]], m: M | None) -> None:
         lock = pd.lock
         lock.acquire()
         if modes & MODE_R:
+            if modes & MODE_URGENT:
+                # A read may now stop short at the urgent mark with data
+                # behind it: short reads no longer prove the socket empty.
+                pd.short_read_drains = False
             old = pd.rg
             if old is None:
                 pd.rg = PD_READY
