@@ -322,6 +322,14 @@ class M:
         """One round of the poller: wait up to ``timeout``, ready what it reports."""
         if runtime.backend_generation != self._backend_generation:
             self._ensure_poller()
+            if timeout is None or timeout > 0.0:
+                # Replacing the poller cleared ``sleeping``, and a waker
+                # meanwhile found no poller, or the old one, to break: redo
+                # the handshake of schedule() on the new poller before
+                # blocking on it (a waker appends, then looks at ``sleeping``).
+                self.sleeping = True
+                if self.inject or self.stopping:
+                    timeout = 0.0
         try:
             poller = self.poller
             if _table.netpoll_direct and poller is not None:
