@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -120,8 +122,8 @@ def test_one_recv_per_echoed_message(backend: str, kind: str) -> None:
     if kind == "thread" and current_thread_g().poll_m is not None:
         pytest.skip("this thread parks on a lock (no wake fd here), so it tries first")
     spec = runtime.spec()
-    if kind == "goroutine" and spec.edge_triggered and not spec.reports_urgent:
-        pytest.skip(f"{backend} cannot report TCP urgent data: short reads are not trusted there")
+    if kind == "goroutine" and spec.edge_triggered and not spec.reports_except:
+        pytest.skip(f"{backend} reports no exceptional events: short reads are not trusted there")
     echoed, recvs = run_echo(kind == "goroutine")
     assert echoed == MESSAGES
     # Without the hint every message costs two: the EAGAIN one and the data.
@@ -154,9 +156,9 @@ def test_notice_between_two_reads_is_kept(backend: str) -> None:
 def test_only_tcp_sockets_take_the_short_read_hint(backend: str) -> None:
     """Datagrams and unix stream reads can be short with more queued (a datagram
     boundary, a message carrying fds): they keep trying first.  So does TCP on
-    an edge-triggered backend that cannot report urgent data."""
+    an edge-triggered backend that cannot report exceptional events."""
     spec = runtime.spec()
-    tcp_drains = not spec.edge_triggered or spec.reports_urgent
+    tcp_drains = not spec.edge_triggered or spec.reports_except
     assert tcp_drains is (backend != "kqueue"), spec
     cases: list[tuple[socket.socket, bool]] = []
     tcp_ln = socket.create_server(("127.0.0.1", 0))
@@ -198,6 +200,57 @@ def test_a_read_stopped_at_the_urgent_mark_is_not_taken_as_empty(backend: str) -
 
         # The urgent byte itself is out of band: plain reads skip it.
         assert netpoll.run(body) == [b"abc", b"def"]
+
+
+def _read_after_a_short_read(ours: socket.socket, before_second: Any = None) -> list[Any]:
+    """In a goroutine: let everything sent arrive, read once (short), then read
+    again under a 5 s deadline; the outcomes (data, or the exception's type)."""
+
+    def body() -> list[Any]:
+        fd = FD(ours)
+        try:
+            netpoll.sleep(0.05)  # everything is in, and its edges are taken
+            got: list[Any] = [fd.read(100)]
+            if before_second is not None:
+                before_second()
+            fd.set_deadline_in(5.0, MODE_R)  # a stall fails here, not hangs
+            try:
+                got.append(fd.read(100))
+            except OSError as exc:
+                got.append(type(exc))
+            return got
+        finally:
+            fd.close()
+
+    return netpoll.run(body)
+
+
+def test_eof_behind_a_short_read_is_read(backend: str) -> None:
+    """The FIN right behind the data is taken by the read that returns the data,
+    and its edge came before: the next read must still see EOF."""
+    with tcp_pair() as (ours, peer):
+        peer.sendall(b"last words")
+        peer.shutdown(socket.SHUT_WR)
+        assert _read_after_a_short_read(ours) == [b"last words", b""]
+
+
+def test_a_reset_behind_a_short_read_is_reported(backend: str) -> None:
+    """A reset that came with the data: the next read raises it, not waits."""
+    with tcp_pair() as (ours, peer):
+        peer.sendall(b"data")
+        time.sleep(0.05)  # the data arrives first
+        # SO_LINGER with a zero timeout: close sends a reset.
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.close()
+        assert _read_after_a_short_read(ours) == [b"data", ConnectionResetError]
+
+
+def test_shutting_down_reads_after_a_short_read_gives_eof(backend: str) -> None:
+    """A local shutdown(SHUT_RD) between two reads: the second sees EOF at once."""
+    with tcp_pair() as (ours, peer):
+        peer.sendall(b"data")
+        got = _read_after_a_short_read(ours, lambda: ours.shutdown(socket.SHUT_RD))
+        assert got == [b"data", b""]
 
 
 def test_a_watched_goroutine_read_tries_the_call_first(backend: str) -> None:

@@ -105,9 +105,9 @@ class PollerBase:
     #: :class:`EdgeTriggeredPoller` / :class:`LevelTriggeredPoller` and copied
     #: into the spec by :meth:`backend_spec`, so it is stated once.
     edge_triggered: ClassVar[bool]
-    #: True when events carry MODE_URGENT (``BackendSpec.reports_urgent``);
+    #: True when events carry MODE_EXCEPT (``BackendSpec.reports_except``);
     #: copied into the spec the same way.
-    reports_urgent: ClassVar[bool] = False
+    reports_except: ClassVar[bool] = False
 
     def __init__(self) -> None:
         #: Guards the token table, the wakeup flag and the closed flag.  Public
@@ -139,7 +139,7 @@ class PollerBase:
             create=cls if create is None else create,
             edge_triggered=cls.edge_triggered,
             description=description,
-            reports_urgent=cls.reports_urgent,
+            reports_except=cls.reports_except,
         )
 
     # -- what a subclass provides --------------------------------------------

@@ -18,9 +18,11 @@ How epoll is used here, and why:
   token) or reported with the new owner's token, which is only a spurious
   wakeup; the core drops stale tokens by generation anyway.
 
-* **Urgent data.**  ``EPOLLPRI`` is registered too and reported as
-  ``MODE_R | MODE_URGENT``: a TCP read stops short at an urgent mark with
-  data still queued, and the core must know that before it takes a short
+* **Exceptional conditions.**  ``EPOLLPRI`` (urgent data) is registered
+  too, and it, ``EPOLLRDHUP``, ``EPOLLHUP`` and ``EPOLLERR`` are reported as
+  ``MODE_R | MODE_EXCEPT``: after any of them a TCP read that returns short
+  may leave EOF, an error or the data behind an urgent mark in the socket,
+  with no edge to come, and the core must know that before it takes a short
   read as "the socket is empty" (``PollDesc.wait``).
 
 * **Hangup and errors.**  ``EPOLLRDHUP`` (peer shut down its write side) and
@@ -52,8 +54,8 @@ from collections.abc import Iterable, Sequence
 from netpoll.backends.base import EdgeTriggeredPoller, Wakeup, probe_with_pipe
 from netpoll.core.hookspecs import (
     MAX_WAIT,
+    MODE_EXCEPT,
     MODE_R,
-    MODE_URGENT,
     MODE_W,
     BackendSpec,
     clamp_timeout,
@@ -74,6 +76,7 @@ _EPOLLET: int = getattr(select, "EPOLLET", 1 << 31)
 REGISTER_FLAGS = _EPOLLIN | _EPOLLPRI | _EPOLLOUT | _EPOLLRDHUP | _EPOLLET
 _READ_EVENTS = _EPOLLIN | _EPOLLPRI | _EPOLLRDHUP | _EPOLLHUP | _EPOLLERR
 _WRITE_EVENTS = _EPOLLOUT | _EPOLLHUP | _EPOLLERR
+_EXCEPT_EVENTS = _EPOLLPRI | _EPOLLRDHUP | _EPOLLHUP | _EPOLLERR
 
 #: Events fetched per epoll_wait (Go uses 128 as well); the rest wait for the
 #: next call, which is fine: edge-triggered events stay queued until fetched.
@@ -84,7 +87,7 @@ class EpollPoller(EdgeTriggeredPoller):
     """One epoll instance: the poller hooks for the ``epoll`` backend."""
 
     name = "epoll"
-    reports_urgent = True
+    reports_except = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -128,7 +131,7 @@ class EpollPoller(EdgeTriggeredPoller):
                 fd,
                 (MODE_R if ev & _READ_EVENTS else 0)
                 | (MODE_W if ev & _WRITE_EVENTS else 0)
-                | (MODE_URGENT if ev & _EPOLLPRI else 0),
+                | (MODE_EXCEPT if ev & _EXCEPT_EVENTS else 0),
             )
             for fd, ev in events
         ]
@@ -164,7 +167,7 @@ class EpollPoller(EdgeTriggeredPoller):
                 tokens[fd],
                 (MODE_R if ev & _READ_EVENTS else 0)
                 | (MODE_W if ev & _WRITE_EVENTS else 0)
-                | (MODE_URGENT if ev & _EPOLLPRI else 0),
+                | (MODE_EXCEPT if ev & _EXCEPT_EVENTS else 0),
             )
             for fd, ev in events
             if fd in tokens

@@ -59,13 +59,13 @@ def _is_tcp(sock: Any) -> bool:
 
 
 def _short_reads_drain() -> bool:
-    """False on an edge-triggered backend that cannot tell of urgent data.
+    """False on an edge-triggered backend that cannot report exceptional events.
 
-    There a short TCP read that stopped at an urgent mark would look like an
-    empty socket while data waits behind the mark, and no new edge comes.
+    There a short TCP read that left EOF, an error or data behind an urgent
+    mark would look like an empty socket, and no new edge comes for them.
     """
     spec = runtime.spec()
-    return not spec.edge_triggered or spec.reports_urgent
+    return not spec.edge_triggered or spec.reports_except
 
 
 class FileHandle:

@@ -72,11 +72,13 @@ MODE_W = 2
 MODE_RW = MODE_R | MODE_W
 #: :meth:`Poller.netpollwait` only: the wake descriptor is readable.
 MODE_WAKE = 4
-#: With :data:`MODE_R`, from a backend whose spec says ``reports_urgent``:
-#: the peer sent TCP urgent data (``MSG_OOB``), so a read may stop short at
-#: the urgent mark with data still queued behind it (see
-#: ``netpoll.core.polldesc.PollDesc.wait``).
-MODE_URGENT = 8
+#: With :data:`MODE_R`, from a backend whose spec says ``reports_except``:
+#: an exceptional condition on the read side (the peer shut down or reset
+#: the connection, an error is pending, or urgent ``MSG_OOB`` data came).
+#: After it a read that returned short may not have left the socket empty:
+#: EOF, the error or the data behind the urgent mark is still there, with no
+#: new edge to come (see ``netpoll.core.polldesc.PollDesc.wait``).
+MODE_EXCEPT = 8
 
 #: The longest a backend blocks in one wait, in seconds.  Kernels take
 #: millisecond ints (epoll/poll overflow past about 24.8 days) or time_t
@@ -257,9 +259,9 @@ class BackendSpec:
     returns a fresh :class:`Poller` (one per M); it is only called after a
     successful probe.  ``priority`` orders the default choice
     (higher wins).  ``edge_triggered`` is False for backends that need
-    :meth:`Poller.netpollarm` before a waiter parks.  ``reports_urgent`` is
+    :meth:`Poller.netpollarm` before a waiter parks.  ``reports_except`` is
     True for an edge-triggered backend whose events carry
-    :data:`MODE_URGENT`; on other edge-triggered backends a short TCP read is
+    :data:`MODE_EXCEPT`; on other edge-triggered backends a short TCP read is
     not taken as proof that the socket is empty.
     """
 
@@ -269,7 +271,7 @@ class BackendSpec:
     create: Callable[[], Poller]
     edge_triggered: bool = True
     description: str = field(default="")
-    reports_urgent: bool = False
+    reports_except: bool = False
 
 
 # --------------------------------------------------------------------------

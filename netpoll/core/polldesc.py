@@ -48,7 +48,7 @@ import greenlet
 
 from netpoll.core.errors import DeadlineExceededError, FileClosingError, NetClosingError
 from netpoll.core.g import G, GreenletG, current_goroutine, current_thread_g
-from netpoll.core.hookspecs import MODE_R, MODE_URGENT, MODE_W
+from netpoll.core.hookspecs import MODE_EXCEPT, MODE_R, MODE_W
 from netpoll.core.m import M, set_event_delivery
 from netpoll.core.runtime import runtime
 
@@ -116,9 +116,9 @@ class PollDesc:
         #: The next read may wait before it tries (see wait): the last read
         #: parked in the kernel (a thread G), or was short on a TCP socket.
         self.rhint = False
-        #: A read shorter than asked for emptied the receive queue: a TCP
-        #: socket, on a backend that reports urgent data or is
-        #: level-triggered, whose peer sent none (see wait).  Set by the FD.
+        #: A read shorter than asked for emptied the socket: a TCP socket,
+        #: on a backend that reports exceptional conditions or is
+        #: level-triggered, with none reported yet (see wait).  Set by the FD.
         self.short_read_drains = False
         #: The M whose poller has this fd registered (None: not registered).
         self.m: M | None = None
@@ -340,10 +340,12 @@ class PollDesc:
           the edge-triggered poller the fd is registered with, and that edge
           sets the latch or wakes the parked G; a level-triggered poller or a
           first registration reports data already there.  A short TCP read
-          means the receive queue was empty when it returned: the kernel's
-          ``tcp_recvmsg`` stops early otherwise only at an urgent mark (the
-          peer used ``MSG_OOB``), which an edge-triggered backend must report
-          (``MODE_URGENT``; ``netpollready`` then clears
+          means the receive queue was empty when it returned.  It may still
+          leave something readable whose edge came before: EOF (a FIN behind
+          the data is taken with it), a pending error, or data behind an
+          urgent mark (``tcp_recvmsg`` stops there).  Each of those raises an
+          exceptional event, which an edge-triggered backend must report
+          (``MODE_EXCEPT``; ``netpollready`` then clears
           ``short_read_drains`` for good), or the FD never sets that flag;
         * a thread that parks on its semaphore returns at once and tries.
 
@@ -532,9 +534,9 @@ def netpollready(events: Iterable[tuple[Any, int]], m: M | None) -> None:
         lock = pd.lock
         lock.acquire()
         if modes & MODE_R:
-            if modes & MODE_URGENT:
-                # A read may now stop short at the urgent mark with data
-                # behind it: short reads no longer prove the socket empty.
+            if modes & MODE_EXCEPT:
+                # EOF, an error or data behind an urgent mark may now stay
+                # after a short read: it no longer proves the socket empty.
                 pd.short_read_drains = False
             old = pd.rg
             if old is None:
