@@ -19,7 +19,7 @@ from types import ModuleType
 
 import pytest
 
-from netpoll.core.hookspecs import MODE_R, MODE_W, BackendSpec, Poller
+from netpoll.core.hookspecs import MODE_EXCEPT, MODE_R, MODE_W, BackendSpec, Poller
 from netpoll.core.plugins import BackendRegistry, NetpollPluginManager
 
 BACKENDS = ["epoll", "kqueue", "poll", "select"]
@@ -80,7 +80,10 @@ class Backend:
         result: dict[int, int] = {}
         for token, modes in events:
             assert id(token) not in result, f"two entries for one fd: {events}"
-            assert modes & (MODE_R | MODE_W) and not modes & ~(MODE_R | MODE_W)
+            assert modes & (MODE_R | MODE_W) and not modes & ~(MODE_R | MODE_W | MODE_EXCEPT)
+            if modes & MODE_EXCEPT:
+                # Only with a read report, and only from a backend that says so.
+                assert modes & MODE_R and self.spec.reports_except, (self.name, modes)
             result[id(token)] = modes
         return result
 
