@@ -97,7 +97,7 @@ def test_c_client_result_matches_python_client(
     assert got["unit"] == ref["unit"] == ("msg/s" if mode == "pingpong" else "conn/s")
     assert got["count"] > 0 and got["samples"] > 0
     assert got["rate"] == pytest.approx(got["count"] / got["wall"])
-    assert 0 < got["p50"] <= got["p99"] < 5.0
+    assert 0 < got["p50"] <= got["p99"]
     assert got["wall"] >= 0.5 and got["server_cpu_pct"] is not None
     assert got["client_cpu_pct"] is not None and got["client_pinned"] is False
     if mode == "connect":

@@ -1,10 +1,13 @@
 """The echo benchmark behind ``netpoll bench``: netpoll next to its baselines.
 
-Three echo servers (netpoll's sync API with a thread per connection, stdlib
-threads + blocking sockets, asyncio streams; see :mod:`netpoll.bench.server`)
-are driven in turn by the same single-threaded load client
-(:mod:`netpoll.bench.client`), each in its own process so that every server's
-RSS and CPU are its own.  Scenarios:
+The echo servers (netpoll with goroutines and with a thread per connection,
+stdlib threads + blocking sockets, asyncio streams, gevent, and on request
+the bare greenlet + epoll ``floor``; see :mod:`netpoll.bench.server`) are
+driven in turn by the same single-threaded load client, each in its own
+process so that every server's RSS and CPU are its own.  The load client is
+C (:mod:`netpoll.bench.loadgen`, compiled on first use) for ping-pong and
+connect when a C compiler is there, else (and for idle and bulk) Python
+(:mod:`netpoll.bench.client`); ``--client`` picks.  Scenarios:
 
 ``pingpong``
     C connections each sending 64 B and waiting for the echo (C = 1, 100,
