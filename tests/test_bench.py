@@ -20,6 +20,19 @@ from netpoll.bench import client as bench_client
 from netpoll.bench import report, runner
 from netpoll.bench.server import DEFAULT_KINDS, KINDS
 
+
+@pytest.fixture(scope="module")
+def loadgen_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """This module's own build cache for the C load client (not the user's ~/.cache)."""
+    return str(tmp_path_factory.mktemp("loadgen-cache"))
+
+
+@pytest.fixture(autouse=True)
+def _private_loadgen_cache(loadgen_cache: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test here builds (once) and runs the C client from :func:`loadgen_cache`."""
+    monkeypatch.setenv("NETPOLL_CACHE_DIR", loadgen_cache)
+
+
 # Half a second per measurement: long enough that a loaded 2-core machine
 # still completes some round trips, so "median > 0" checks the servers, not luck.
 TINY = ["--seconds", "0.5", "--conns", "2", "--idle", "10", "--bulk", "256K", "--quiet"]
