@@ -18,7 +18,20 @@ import netpoll
 from netpoll import bench, cli
 from netpoll.bench import client as bench_client
 from netpoll.bench import report, runner
-from netpoll.bench.server import KINDS
+from netpoll.bench.server import DEFAULT_KINDS, KINDS
+
+
+@pytest.fixture(scope="module")
+def loadgen_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """This module's own build cache for the C load client (not the user's ~/.cache)."""
+    return str(tmp_path_factory.mktemp("loadgen-cache"))
+
+
+@pytest.fixture(autouse=True)
+def _private_loadgen_cache(loadgen_cache: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test here builds (once) and runs the C client from :func:`loadgen_cache`."""
+    monkeypatch.setenv("NETPOLL_CACHE_DIR", loadgen_cache)
+
 
 # Half a second per measurement: long enough that a loaded 2-core machine
 # still completes some round trips, so "median > 0" checks the servers, not luck.
@@ -77,10 +90,17 @@ def test_json_run_is_well_formed(capsys: pytest.CaptureFixture[str]) -> None:
         assert "Python >= 3.12" in calls["skipped"]
     keys = [s["key"] for s in doc["scenarios"]]
     assert keys == ["pingpong-c2", "deadline-c2", "connect", "idle", "bulk"]
+    # Which load client ran: C for ping-pong and connect when it compiled
+    # (auto), the Python one for idle and bulk always.
+    kind = doc["meta"]["client"]["kind"]
+    assert kind in ("c", "python")
+    for sc in doc["scenarios"]:
+        expect = kind if sc["mode"] in ("pingpong", "connect") else "python"
+        assert {s["rounds"][0]["client"]["client"] for s in sc["servers"]} == {expect}
     for sc in doc["scenarios"]:
         names = [s["name"] for s in sc["servers"]]
         b = netpoll.backend_name()
-        assert names == [f"netpoll-g[{b}]", f"netpoll[{b}]", *KINDS[2:]]
+        assert names == [f"netpoll-g[{b}]", f"netpoll[{b}]", *DEFAULT_KINDS[2:]]
         for s in sc["servers"]:
             assert s["errors"] == []
             assert len(s["rounds"]) == 1
@@ -88,7 +108,7 @@ def test_json_run_is_well_formed(capsys: pytest.CaptureFixture[str]) -> None:
             if sc["mode"] != "idle":  # RSS growth of 10 conns may round to 0
                 assert s["median"] > 0
             if s["kind"] in ("netpoll-g", "netpoll"):
-                assert set(s["ratios"]) == set(KINDS[2:])
+                assert set(s["ratios"]) == set(DEFAULT_KINDS[2:])
         if sc["mode"] == "pingpong":
             for s in sc["servers"]:
                 assert s["p50_latency_s"] > 0 and s["p99_latency_s"] >= s["p50_latency_s"]

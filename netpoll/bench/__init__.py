@@ -1,10 +1,13 @@
 """The echo benchmark behind ``netpoll bench``: netpoll next to its baselines.
 
-Three echo servers (netpoll's sync API with a thread per connection, stdlib
-threads + blocking sockets, asyncio streams; see :mod:`netpoll.bench.server`)
-are driven in turn by the same single-threaded load client
-(:mod:`netpoll.bench.client`), each in its own process so that every server's
-RSS and CPU are its own.  Scenarios:
+The echo servers (netpoll with goroutines and with a thread per connection,
+stdlib threads + blocking sockets, asyncio streams, gevent, and on request
+the bare greenlet + epoll ``floor``; see :mod:`netpoll.bench.server`) are
+driven in turn by the same single-threaded load client, each in its own
+process so that every server's RSS and CPU are its own.  The load client is
+C (:mod:`netpoll.bench.loadgen`, compiled on first use) for ping-pong and
+connect when a C compiler is there, else (and for idle and bulk) Python
+(:mod:`netpoll.bench.client`); ``--client`` picks.  Scenarios:
 
 ``pingpong``
     C connections each sending 64 B and waiting for the echo (C = 1, 100,
@@ -50,10 +53,12 @@ from typing import Any
 import netpoll
 from netpoll import _build
 from netpoll.bench import calls as calls_bench
+from netpoll.bench.loadgen import CHOICES as CLIENT_CHOICES
+from netpoll.bench.loadgen import LoadClient, LoadgenBuildError, resolve
 from netpoll.bench.procstat import pinning_plan, raise_nofile_limit
 from netpoll.bench.report import BASELINES, format_table, summarize, to_json
-from netpoll.bench.runner import BenchError, Measurement, Scenario, Server, run_all
-from netpoll.bench.server import KINDS, NETPOLL_KINDS
+from netpoll.bench.runner import BenchError, Measurement, Scenario, Server, run_all, runs_in
+from netpoll.bench.server import DEFAULT_KINDS, KINDS, NETPOLL_KINDS
 
 SCENARIOS = ("pingpong", "deadline", "connect", "idle", "bulk", "calls")
 
@@ -187,8 +192,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--servers",
         type=_name_list(KINDS),
         metavar="LIST",
-        default=list(KINDS),
-        help=f"comma list of {','.join(KINDS)} (default: all)",
+        default=list(DEFAULT_KINDS),
+        help=f"comma list of {','.join(KINDS)} (default: {','.join(DEFAULT_KINDS)}; "
+        "floor is a bare greenlet+epoll echo loop, the floor under netpoll-g)",
+    )
+    parser.add_argument(
+        "--client",
+        choices=CLIENT_CHOICES,
+        default="auto",
+        help="load client for ping-pong and connect: c (netpoll/bench/loadgen.c, compiled "
+        "on first use with $CC or cc), python (netpoll/bench/client.py), or auto: C when it "
+        "compiles, else Python (default auto)",
     )
     parser.add_argument(
         "--rounds",
@@ -364,7 +378,7 @@ def _servers(args: argparse.Namespace) -> list[Server]:
             )
         backends = [backend]
     servers: list[Server] = []
-    for kind in getattr(args, "servers", None) or KINDS:
+    for kind in getattr(args, "servers", None) or DEFAULT_KINDS:
         if kind in NETPOLL_KINDS:
             servers += [Server(kind, b) for b in backends]
         else:
@@ -389,8 +403,16 @@ def _git_commit() -> str | None:
     return out or None
 
 
-def _meta(args: argparse.Namespace, pins: tuple[int, int] | None, rounds: int) -> dict[str, Any]:
+def _meta(
+    args: argparse.Namespace, pins: tuple[int, int] | None, rounds: int, client: LoadClient
+) -> dict[str, Any]:
     return {
+        "client": {
+            "kind": client.kind,
+            "path": client.path,
+            "reason": client.reason,
+            "text": client.describe(),
+        },
         "netpoll": netpoll.__version__,
         "git": _git_commit(),
         "build": _build.build_info(),
@@ -428,7 +450,8 @@ def _describe_setup(meta: dict[str, Any], servers: list[Server], scenarios: list
         f"build: {build['build']} ({build['reason']})\n"
         f"servers: {', '.join(s.name for s in servers)}; "
         f"{meta['rounds']} round(s), servers interleaved; "
-        f"one fresh server process per measurement; single-threaded epoll load client"
+        f"one fresh server process per measurement\n"
+        f"client: {meta['client']['text']}"
     )
 
 
@@ -461,12 +484,20 @@ def run(args: argparse.Namespace) -> int:
     scenarios = build_scenarios(args)
     raise_nofile_limit()
     pins = pinning_plan() if getattr(args, "pin", True) else None
-    meta = _meta(args, pins, rounds)
 
     def say(text: str, end: str = "\n") -> None:
         if not quiet:
             sys.stderr.write(text + end)
             sys.stderr.flush()
+
+    try:
+        client = resolve(getattr(args, "client", None) or "auto")
+    except LoadgenBuildError as exc:
+        sys.stderr.write(f"netpoll bench: --client c: {exc}\n")
+        return 1
+    if client.reason:  # the compiler's message, once; the header repeats its first line
+        say(f"note: {client.reason}\nnote: falling back to the Python load client")
+    meta = _meta(args, pins, rounds, client)
 
     say(_describe_setup(meta, servers, scenarios))
     load = meta["loadavg_at_start"]
@@ -475,10 +506,10 @@ def run(args: argparse.Namespace) -> int:
             f"note: the 1-minute load average is {load:.1f}: other processes compete for "
             "the CPUs, so the figures will be noisy"
         )
-    say(
-        f"{len(scenarios) * len(servers) * rounds} measurements, "
-        f"about {_estimate(scenarios, len(servers), rounds):.0f} s"
-    )
+    count = sum(runs_in(sv, sc) for sc in scenarios for sv in servers) * rounds
+    say(f"{count} measurements, about {_estimate(scenarios, len(servers), rounds):.0f} s")
+    if any(not runs_in(sv, sc) for sc in scenarios for sv in servers):
+        say("note: the floor server has no read deadlines: it sits out the deadline scenario")
     width = max(len(s.name) for s in servers)
     lwidth = max(len(s.label) for s in scenarios) if scenarios else 0
 
@@ -514,6 +545,7 @@ def run(args: argparse.Namespace) -> int:
         progress,
         on_start,
         settle_max=float(_setting(args, "settle")),
+        client=client,
     )
     calls_doc: dict[str, Any] | None = None
     if "calls" in (getattr(args, "scenarios", None) or SCENARIOS):

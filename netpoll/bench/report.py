@@ -8,8 +8,8 @@ from typing import Any
 
 from netpoll.bench.runner import Measurement, Scenario, Server
 
-#: The kinds every netpoll row is compared with (gevent when it ran).
-BASELINES = ("threads", "asyncio", "gevent")
+#: The kinds every netpoll row is compared with (gevent and floor when they ran).
+BASELINES = ("threads", "asyncio", "gevent", "floor")
 #: The kinds that are netpoll (and get ratio columns).
 NETPOLL_KINDS = ("netpoll-g", "netpoll")
 

@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 import netpoll
+from netpoll.bench.loadgen import LoadClient
 from netpoll.bench.procstat import busy_fraction, peak_rss_bytes
+from netpoll.bench.server import NO_DEADLINE_KINDS
 
 #: Seconds a server process gets to print its READY line.
 SERVER_START_TIMEOUT = 30.0
@@ -240,12 +242,21 @@ def running_server(
             group.reap(proc, SERVER_STOP_TIMEOUT)
 
 
-def run_client(group: ProcessGroup, spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Run one load-client process with ``spec``; its JSON result."""
-    argv = [sys.executable, "-m", "netpoll.bench.client"]
+def run_client(
+    group: ProcessGroup, spec: dict[str, Any], timeout: float, client: LoadClient | None = None
+) -> dict[str, Any]:
+    """Run one load-client process with ``spec``; its JSON result.
+
+    ``client`` picks the C load client for the modes it implements (see
+    :mod:`netpoll.bench.loadgen`); otherwise, and for the other modes, the
+    Python one runs.  The result says which in its ``client`` field.
+    """
+    c_argv = client.argv(spec) if client is not None else None
+    argv = c_argv or [sys.executable, "-m", "netpoll.bench.client"]
+    stdin = b"" if c_argv else json.dumps(spec).encode()
     proc = group.spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        out, err = proc.communicate(json.dumps(spec).encode(), timeout=timeout)
+        out, err = proc.communicate(stdin, timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
@@ -261,6 +272,7 @@ def run_client(group: ProcessGroup, spec: dict[str, Any], timeout: float) -> dic
         raise BenchError(f"load client failed (status {proc.returncode}): {detail}")
     if "error" in result:
         raise BenchError(f"load client: {result['error']}")
+    result["client"] = "c" if c_argv else "python"
     return result
 
 
@@ -270,6 +282,7 @@ def measure(
     server: Server,
     rnd: int,
     pins: tuple[int, int] | None,
+    client: LoadClient | None = None,
 ) -> Measurement:
     """One measurement: fresh server, one client run, the server's peak RSS."""
     m = Measurement(scenario, server, rnd)
@@ -284,7 +297,7 @@ def measure(
             spec.update({"host": "127.0.0.1", "port": port, "server_pid": proc.pid})
             spec["cpu"] = client_cpu
             try:
-                m.result = run_client(group, spec, scenario.client_timeout())
+                m.result = run_client(group, spec, scenario.client_timeout(), client)
             except BenchError as exc:
                 detail = _tail(ef) if proc.poll() is not None else ""
                 raise BenchError(f"{exc}" + (f" (server: {detail})" if detail else "")) from None
@@ -315,6 +328,11 @@ def settle(max_wait: float, threshold: float = QUIET_BUSY_PCT) -> tuple[float | 
         time.sleep(0.2)
 
 
+def runs_in(server: Server, scenario: Scenario) -> bool:
+    """Whether ``server`` is measured in ``scenario`` (the floor has no deadlines)."""
+    return not (scenario.deadline and server.kind in NO_DEADLINE_KINDS)
+
+
 def run_all(
     scenarios: list[Scenario],
     servers: list[Server],
@@ -323,25 +341,30 @@ def run_all(
     progress: Callable[[int, int, Measurement], None] | None = None,
     on_start: Callable[[int, int, Scenario, Server, int], None] | None = None,
     settle_max: float = 0.0,
+    client: LoadClient | None = None,
 ) -> list[Measurement]:
     """Every scenario, rounds x servers interleaved; kills children on any exit.
 
     With ``settle_max`` > 0, each measurement first waits up to that long for
-    other processes to leave the CPUs alone (see :func:`settle`).
+    other processes to leave the CPUs alone (see :func:`settle`).  ``client``
+    is the load client (None: the Python one).  Servers without read
+    deadlines (:data:`~netpoll.bench.server.NO_DEADLINE_KINDS`) sit out the
+    scenarios that set one.
     """
     group = ProcessGroup()
     results: list[Measurement] = []
-    total = len(scenarios) * rounds * len(servers)
+    plan = [(sc, [s for s in servers if runs_in(s, sc)]) for sc in scenarios]
+    total = sum(len(ss) for _, ss in plan) * rounds
     i = 0
     try:
-        for scenario in scenarios:
+        for scenario, chosen in plan:
             for rnd in range(1, rounds + 1):
-                for server in servers:
+                for server in chosen:
                     i += 1
                     busy, waited = settle(settle_max)
                     if on_start:
                         on_start(i, total, scenario, server, rnd)
-                    m = measure(group, scenario, server, rnd, pins)
+                    m = measure(group, scenario, server, rnd, pins, client)
                     m.busy_before, m.settle_wait = busy, waited
                     results.append(m)
                     if progress:

@@ -11,7 +11,14 @@ The servers, each written the way a user of that API would write it:
 * ``asyncio``: asyncio streams (``reader.read`` / ``writer.write`` +
   ``drain``) on the default event loop;
 * ``gevent`` (listed only when gevent is installed): a greenlet per
-  connection on gevent's ``StreamServer``, the same loop on gevent sockets.
+  connection on gevent's ``StreamServer``, the same loop on gevent sockets;
+* ``floor``: the floor under netpoll-g, not in the default set: a greenlet
+  per connection doing non-blocking ``recv_into`` / ``send`` and a hub
+  greenlet on an edge-triggered ``select.epoll``, switching to the greenlets
+  whose fds are ready (:func:`serve_floor`).  It is the design of netpoll's
+  goroutines with nothing else (no deadlines, no pollDesc, no scheduler, no
+  netFD layers), so netpoll-g / floor says what those layers cost.  It has
+  no read deadlines and sits out the ``deadline`` scenario.
 
 With ``--deadline SECONDS`` every server bounds each read by that much time
 from now, set afresh per message (netpoll: ``set_read_deadline``; the
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import os
 import signal
@@ -41,10 +49,17 @@ from typing import Any
 
 from netpoll.bench.procstat import pin_to_cpu, raise_nofile_limit
 
-#: The server kinds, in the order the benchmark runs them (gevent if installed).
-KINDS: tuple[str, ...] = ("netpoll-g", "netpoll", "threads", "asyncio") + (
+#: The server kinds a run measures when ``--servers`` is not given, in the
+#: order the benchmark runs them (gevent if installed).
+DEFAULT_KINDS: tuple[str, ...] = ("netpoll-g", "netpoll", "threads", "asyncio") + (
     ("gevent",) if importlib.util.find_spec("gevent") is not None else ()
 )
+
+#: Every server kind ``--servers`` accepts: the defaults and the floor.
+KINDS: tuple[str, ...] = (*DEFAULT_KINDS, "floor")
+
+#: The kinds without read deadlines: they sit out the ``deadline`` scenario.
+NO_DEADLINE_KINDS = ("floor",)
 
 #: The kinds that run on netpoll (and so take a poller backend).
 NETPOLL_KINDS = ("netpoll-g", "netpoll")
@@ -223,6 +238,95 @@ def serve_asyncio(bufsize: int, ready: Callable[[int], None], deadline: float = 
     asyncio.run(main())
 
 
+def serve_floor(bufsize: int, ready: Callable[[int], None]) -> None:
+    """Echo on bare greenlets and an edge-triggered epoll hub; never returns.
+
+    Every greenlet waits on its own fd only (the acceptor on the listener),
+    and always tries its I/O before parking, so it cannot miss an edge: an
+    edge that arrives while it runs is seen by that try.  The fds are
+    registered once for both directions; a wakeup for the direction it does
+    not wait on only makes it retry and park again.
+    """
+    import select
+
+    from greenlet import getcurrent, greenlet
+
+    hub = getcurrent()
+    ep = select.epoll()
+    parked: dict[int, greenlet] = {}  # fd -> the greenlet waiting for it
+    runnable: list[tuple[greenlet, socket.socket]] = []  # accepted, not started
+    edge = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
+
+    def park(fd: int) -> None:
+        parked[fd] = getcurrent()
+        hub.switch()
+
+    def handle(sock: socket.socket) -> None:
+        fd = sock.fileno()
+        buf = bytearray(bufsize)
+        view = memoryview(buf)
+        try:
+            ep.register(fd, edge)
+            while True:
+                try:
+                    n = sock.recv_into(buf)
+                except BlockingIOError:
+                    park(fd)
+                    continue
+                if not n:
+                    break  # EOF
+                sent = 0
+                while sent < n:
+                    try:
+                        sent += sock.send(view[sent:n])
+                    except BlockingIOError:
+                        park(fd)
+        except OSError:
+            pass  # reset by the peer: this connection is done
+        finally:
+            parked.pop(fd, None)
+            with contextlib.suppress(OSError):
+                ep.unregister(fd)
+            sock.close()
+
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((HOST, 0))
+    srv.listen(BACKLOG)
+    srv.setblocking(False)
+
+    def acceptor() -> None:
+        delay = 0.0
+        while True:
+            try:
+                sock, _ = srv.accept()
+            except BlockingIOError:
+                park(srv.fileno())
+                continue
+            except OSError as exc:  # EMFILE and the like: back off, as Go does
+                print(f"floor server: accept: {exc}", file=sys.stderr, flush=True)
+                delay = _backoff(delay)
+                continue
+            delay = 0.0
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # Started by the hub: a greenlet switched to from here would return
+            # to the hub when it parks, and the acceptor would never resume.
+            runnable.append((greenlet(handle, parent=hub), sock))
+
+    ep.register(srv.fileno(), select.EPOLLIN | select.EPOLLET)
+    ready(srv.getsockname()[1])
+    greenlet(acceptor, parent=hub).switch()
+    while True:
+        while runnable:
+            g, sock = runnable.pop()
+            g.switch(sock)
+        for fd, _ev in ep.poll():
+            waiter = parked.pop(fd, None)
+            if waiter is not None:
+                waiter.switch()
+
+
 def _watch_stdin() -> None:
     """Exit the whole process as soon as stdin reaches EOF (or fails)."""
     try:
@@ -244,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--deadline", type=float, default=0.0, help="read deadline per message, seconds"
     )
     args = parser.parse_args(argv)
+    if args.deadline and args.kind in NO_DEADLINE_KINDS:
+        parser.error(f"the {args.kind} server has no read deadlines")
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise_nofile_limit()
@@ -263,6 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             serve_threads(args.bufsize, ready, args.deadline)
         elif args.kind == "gevent":
             serve_gevent(args.bufsize, ready, args.deadline)
+        elif args.kind == "floor":
+            serve_floor(args.bufsize, ready)
         else:
             serve_asyncio(args.bufsize, ready, args.deadline)
     except Exception as exc:
