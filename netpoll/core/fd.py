@@ -216,7 +216,13 @@ class FD:
             raise self._closing_error()
         if self.pd is not None:
             self.pd.evict()
-        if mu.decref():
+        # FDMutex.decref, inline (once per closed conn); refs >= 1 here: ours.
+        lk = mu.state_lock
+        lk.acquire()
+        mu.refs -= 1
+        destroy = mu.destroy_due_locked()
+        lk.release()
+        if destroy:
             self._destroy()  # the common case: nobody else was inside
         else:
             # Go's fd.Close waits on csema: close returns after the real

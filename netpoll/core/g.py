@@ -153,10 +153,19 @@ class GreenletG(greenlet.greenlet):
 
     def run(self) -> None:
         """The greenlet body: call the function, report what escapes it."""
+        fn, args, kwargs = self._fn, self._args, self._kwargs
+        self._fn = self._args = self._kwargs = None  # type: ignore[assignment]
         try:
             if self.kill_requested:  # killed before it ever ran
                 raise GreenletExit
-            self.value = self._fn(*self._args, **self._kwargs)
+            if len(args) == 1 and not kwargs:
+                # go(handler, conn), the common shape: the argument tuple is
+                # not kept alive for as long as the G lives (parked, idle).
+                arg = args[0]
+                del args
+                self.value = fn(arg)
+            else:
+                self.value = fn(*args, **kwargs)
         except GreenletExit:
             self.killed = True  # killed at the end of run(): its finally blocks have run
         except BaseException as exc:
@@ -164,7 +173,6 @@ class GreenletG(greenlet.greenlet):
             if not self.m.is_main(self) and not self.collectors:
                 _unhandled.report(self, exc)
         finally:
-            self._fn = self._args = self._kwargs = None  # type: ignore[assignment]
             self.m.g_exited(self)
             with _done_lock:
                 self._finished = True

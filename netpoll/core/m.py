@@ -121,6 +121,8 @@ class M:
         self._poll_failures = 0
         #: Polls so far (sysmon's starvation report, netpoll.core.starvation).
         self.polls = 0
+        #: NETPOLL_PROCS read at this M's first ``go`` (sched.go; None: not yet).
+        self.go_procs: int | None = None
 
     def __repr__(self) -> str:
         return f"<M {self.name} gs={len(self.gs)}>"

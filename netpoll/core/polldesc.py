@@ -553,7 +553,8 @@ def open_polldesc(fd: int) -> PollDesc:
         raise ValueError(f"netpoll: bad file descriptor {fd}")
     # The first descriptor settles the backend (as the first listen/dial did
     # when the process had one poller): use_backend refuses to switch later.
-    runtime.spec()
+    if runtime._spec is None:  # spec()'s own test, inline: once per accepted conn
+        runtime.spec()
     pd: PollDesc = runtime.cache.alloc(fd)
     g = current_goroutine()
     if g is not None:
@@ -569,7 +570,10 @@ def open_polldesc(fd: int) -> PollDesc:
 def close_polldesc(pd: PollDesc) -> None:
     """Unregister ``pd`` and give it back to the cache (last user of the fd)."""
     try:
-        pd.unregister()
+        home = pd.m  # PollDesc.unregister, inline: once per closed conn
+        if home is not None:
+            pd.m = None
+            home.unregister_pd(pd)
     finally:
         runtime.cache.free(pd)
 

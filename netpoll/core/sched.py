@@ -110,9 +110,24 @@ def go(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> GreenletG:
     if not callable(fn):
         raise TypeError(f"netpoll.go: {type(fn).__name__!r} object is not callable")
     cur = current_goroutine()
-    m = cur.m if cur is not None and procs() == 1 else background_m()
+    if cur is None:
+        m = background_m()
+    else:
+        m = cur.m
+        # NETPOLL_PROCS as it was at this M's first go: reading the
+        # environment costs four Python calls, once per connection of a server.
+        n = m.go_procs
+        if n is None:
+            n = m.go_procs = procs()
+        if n != 1:
+            m = background_m()
     g = GreenletG(m, fn, args, kwargs)
-    m.spawn(g)
+    # M.spawn and GreenletG.ready, inline: once per connection of a server.
+    m.gs.add(g)
+    if m.ident == _get_ident():
+        m.runq.append(g)
+    else:
+        m.inject_g(g)
     return g
 
 
