@@ -153,19 +153,20 @@ class GreenletG(greenlet.greenlet):
 
     def run(self) -> None:
         """The greenlet body: call the function, report what escapes it."""
-        fn, args, kwargs = self._fn, self._args, self._kwargs
+        fn, box, kwargs = self._fn, [self._args], self._kwargs
         self._fn = self._args = self._kwargs = None  # type: ignore[assignment]
         try:
             if self.kill_requested:  # killed before it ever ran
                 raise GreenletExit
-            if len(args) == 1 and not kwargs:
-                # go(handler, conn), the common shape: the argument tuple is
-                # not kept alive for as long as the G lives (parked, idle).
-                arg = args[0]
-                del args
-                self.value = fn(arg)
+            if len(box[0]) == 1 and not kwargs:
+                # go(handler, conn), the common shape.  The argument reaches
+                # the callee through the stack alone (no local, no tuple left):
+                # the G keeps nothing of it alive while the function runs, so
+                # what the function drops is freed, and an idle G holds no
+                # argument tuple.
+                self.value = fn(box.pop()[0])
             else:
-                self.value = fn(*args, **kwargs)
+                self.value = fn(*box.pop(), **kwargs)
         except GreenletExit:
             self.killed = True  # killed at the end of run(): its finally blocks have run
         except BaseException as exc:

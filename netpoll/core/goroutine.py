@@ -206,7 +206,11 @@ def go(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Goroutine[T]
     it runs on a background M, started on first use.  Typed with
     ``ParamSpec``: mypy checks ``args``/``kwargs`` against ``fn``.
     """
-    return handle_of(sched.go(fn, *args, **kwargs))
+    g = sched.go(fn, *args, **kwargs)
+    # handle_of for a G nobody has asked about yet, inline.
+    h: Goroutine[T] = Goroutine(g)
+    g.handle = weakref.ref(h)
+    return h
 
 
 def current_goroutine() -> Goroutine[Any] | None:

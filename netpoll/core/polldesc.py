@@ -47,7 +47,7 @@ from typing import Any
 import greenlet
 
 from netpoll.core.errors import DeadlineExceededError, FileClosingError, NetClosingError
-from netpoll.core.g import G, GreenletG, current_goroutine, current_thread_g
+from netpoll.core.g import G, GreenletG, current_thread_g
 from netpoll.core.hookspecs import MODE_R, MODE_W
 from netpoll.core.m import M, set_event_delivery
 from netpoll.core.runtime import runtime
@@ -556,8 +556,8 @@ def open_polldesc(fd: int) -> PollDesc:
     if runtime._spec is None:  # spec()'s own test, inline: once per accepted conn
         runtime.spec()
     pd: PollDesc = runtime.cache.alloc(fd)
-    g = current_goroutine()
-    if g is not None:
+    g = _getcurrent()  # current_goroutine, inline: once per accepted conn
+    if type(g) is GreenletG:
         try:
             with pd.lock:
                 g.m.register_pd(pd)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os as _os
 import socket as _socket
+from _socket import socket as _CSocket
 from typing import TYPE_CHECKING
 
 from netpoll.core.hookspecs import Address, hookimpl
@@ -79,7 +80,14 @@ def getsockopt_int(sock: _socket.socket, level: int, option: int) -> int:
 @hookimpl(trylast=True)
 def close(sock: _socket.socket) -> None:
     """Close the descriptor."""
-    sock.close()
+    if type(sock) is _socket.socket and sock._io_refs <= 0:  # type: ignore[attr-defined]
+        # What socket.socket.close and its _real_close do (CPython's
+        # Lib/socket.py) with no makefile() object open, without their two
+        # Python calls: once per closed connection.
+        sock._closed = True  # type: ignore[attr-defined]
+        _CSocket.close(sock)
+    else:
+        sock.close()
 
 
 @hookimpl(trylast=True)
