@@ -136,3 +136,25 @@ def test_a_g_runs_every_call_shape_and_keeps_no_lone_argument(shape: str) -> Non
     assert out == [{"one": 1, "none": 0, "two": 2, "kwargs": 1}[shape]]
     if shape == "one":  # go(handler, conn): the G holds nothing of its argument
         assert alive == [False], "the G kept its argument alive"
+
+
+@pytest.mark.parametrize(
+    ("address", "control"),
+    [("127.0.0.1:0", False), ("0.0.0.0:0", False), ("127.0.0.1:0", True)],
+)
+def test_accepted_local_address_is_the_kernels(backend: str, address: str, control: bool) -> None:
+    """A listener on one address shares its Addr; a wildcard or controlled one asks getsockname."""
+    calls: list[int] = []
+    cfg = netpoll.ListenConfig(control=(lambda n, a, raw: calls.append(1)) if control else None)
+    ln = cfg.listen("tcp", address)
+    with ln:
+        port = ln.addr().port
+        for _ in range(2):
+            with netpoll.dial("tcp", f"127.0.0.1:{port}") as c, ln.accept() as s:
+                assert s.local_addr() == netpoll.TCPAddr("127.0.0.1", port)
+                assert s.local_addr() == c.remote_addr()
+                assert s.remote_addr() == c.local_addr()
+                c.write(b"k")
+                assert s.read(1) == b"k"
+        assert calls == ([1] if control else [])
+        assert (ln._nfd.accept_laddr is not None) == (address == "127.0.0.1:0" and not control)  # type: ignore[attr-defined]

@@ -267,6 +267,10 @@ class ListenConfig:
             self.control,
             self.backlog,
         )
+        if self.control is None:
+            bound = nfd.laddr
+            if isinstance(bound, TCPAddr) and not bound.is_wildcard():
+                nfd.accept_laddr = bound
         return TCPListener(nfd, self)
 
     def _listen_unix(self, network: str, la: UnixAddr) -> UnixListener:

@@ -160,7 +160,18 @@ class NetFD:
     the addresses once known.
     """
 
-    __slots__ = ("_laddr", "_lsa", "_raddr", "_rsa", "family", "fd", "net", "sock", "sotype")
+    __slots__ = (
+        "_laddr",
+        "_lsa",
+        "_raddr",
+        "_rsa",
+        "accept_laddr",
+        "family",
+        "fd",
+        "net",
+        "sock",
+        "sotype",
+    )
 
     def __init__(self, sock: _socket.socket, family: int, sotype: int, net: str) -> None:
         # Registers with the poller (in a goroutine); on OSError the caller still owns sock.
@@ -175,6 +186,13 @@ class NetFD:
         #: records them; most conns of a server never ask for them).
         self._lsa: Any = None
         self._rsa: Any = None
+        #: On a TCP listener bound to one address (not a wildcard) and made
+        #: without a control function: the local address of every conn it
+        #: accepts, shared (Addr objects are immutable), which spares each
+        #: accept a getsockname and its tuple.  None: ask the kernel per conn
+        #: (a wildcard listener, or a control that may have set
+        #: IP_TRANSPARENT, where getsockname tells the original destination).
+        self.accept_laddr: Addr | None = None
 
     @property
     def laddr(self) -> Addr | None:
@@ -638,6 +656,10 @@ def accept(lnfd: NetFD) -> NetFD:
     except BaseException:
         close_socket(sock)
         raise
+    shared = lnfd.accept_laddr
+    if shared is not None:
+        nfd._laddr, nfd._rsa = shared, sa
+        return nfd
     # The new NetFD is not published yet, so no other thread can close it:
     # the socket is called directly, without the FD reference that
     # NetFD.getsockname takes (two Python calls per accepted conn).
