@@ -23,6 +23,8 @@ import netpoll
 from netpoll import Chan
 from netpoll.core import procs
 from netpoll.core.goroutine import g_of
+from netpoll.core.hookspecs import hookimpl
+from netpoll.core.runtime import runtime
 
 JOIN = 10.0
 T = TypeVar("T")
@@ -158,3 +160,48 @@ def test_accepted_local_address_is_the_kernels(backend: str, address: str, contr
                 assert s.read(1) == b"k"
         assert calls == ([1] if control else [])
         assert (ln._nfd.accept_laddr is not None) == (address == "127.0.0.1:0" and not control)  # type: ignore[attr-defined]
+
+
+class _WatchRegistrations:
+    """A plugin wrapping the poller's netpollopen / netpollclose: records each fd."""
+
+    def __init__(self) -> None:
+        self.opened: list[int] = []
+        self.closed: list[int] = []
+
+    @hookimpl(wrapper=True)
+    def netpollopen(self, poller: Any, fd: int, token: object) -> Any:
+        self.opened.append(fd)
+        return (yield)
+
+    @hookimpl(wrapper=True)
+    def netpollclose(self, poller: Any, fd: int) -> Any:
+        self.closed.append(fd)
+        return (yield)
+
+
+def test_a_plugin_registered_later_sees_every_registration_and_close() -> None:
+    """M.register_pd / unregister_pd call the poller directly only while nothing watches."""
+
+    def main() -> tuple[list[int], list[int], list[int]]:
+        ln = netpoll.listen("tcp", "127.0.0.1:0")
+        with ln:
+            watch = _WatchRegistrations()
+            runtime.pm.register(watch)
+            try:
+                fds = []
+                for _ in range(2):
+                    c = netpoll.dial("tcp", str(ln.addr()))
+                    s = ln.accept()
+                    fds += [c.fileno(), s.fileno()]
+                    c.write(b"w")
+                    assert s.read(1) == b"w"
+                    c.close()
+                    s.close()
+            finally:
+                runtime.pm.unregister(watch)
+        return fds, watch.opened, watch.closed
+
+    fds, opened, closed = _run_in_fresh_m(main)
+    assert opened == fds
+    assert closed == fds

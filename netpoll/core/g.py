@@ -174,7 +174,7 @@ class GreenletG(greenlet.greenlet):
             if not self.m.is_main(self) and not self.collectors:
                 _unhandled.report(self, exc)
         finally:
-            self.m.g_exited(self)
+            self.m.gs.discard(self)  # M.g_exited, inline
             with _done_lock:
                 self._finished = True
                 note = self._done

@@ -189,7 +189,11 @@ class M:
 
         Raises the backend's :class:`OSError` (``EPERM``: not pollable).
         """
-        _table.netpollopen(self.poller, pd.fd, pd.token)
+        poller = self.poller
+        if _table.netpollopen_direct and poller is not None:
+            poller.netpollopen(pd.fd, pd.token)  # what the table's forwarder does
+        else:
+            _table.netpollopen(poller, pd.fd, pd.token)
         pd.m = self
         self.pds.add(pd)
 
@@ -199,7 +203,10 @@ class M:
         poller = self.poller
         if poller is not None:
             try:
-                _table.netpollclose(poller, pd.fd)
+                if _table.netpollclose_direct:
+                    poller.netpollclose(pd.fd)  # what the table's forwarder does
+                else:
+                    _table.netpollclose(poller, pd.fd)
             except (OSError, RuntimeError, ValueError):
                 if not self.exited:
                     raise

@@ -26,6 +26,8 @@ from netpoll.core.hookspecs import Address, hookimpl
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
 
+_new_socket = _CSocket.__new__
+
 # SOCK_NONBLOCK/SOCK_CLOEXEC exist on Linux and the BSDs; macOS lacks them, so
 # the flags are applied after the call there (Go's sysSocket fallback).
 _SOCK_FLAGS = getattr(_socket, "SOCK_NONBLOCK", 0) | getattr(_socket, "SOCK_CLOEXEC", 0)
@@ -63,7 +65,13 @@ def accept(sock: _socket.socket) -> tuple[_socket.socket, Address]:
     # so the new socket is switched explicitly.
     fd, addr = sock._accept()  # type: ignore[attr-defined]
     try:
-        conn = _socket.socket(fileno=fd)
+        # socket.socket(fileno=fd) without its Python __init__ (CPython's
+        # Lib/socket.py: the C init, which reads family, type and protocol
+        # from the descriptor, then two attributes): once per accepted conn.
+        conn = _new_socket(_socket.socket)
+        _CSocket.__init__(conn, -1, -1, -1, fd)
+        conn._io_refs = 0  # type: ignore[attr-defined]
+        conn._closed = False  # type: ignore[attr-defined]
     except BaseException:
         _os.close(fd)
         raise
