@@ -107,8 +107,9 @@ def go(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> GreenletG:
     The runtime's spawn; :func:`netpoll.go` wraps the G in its public handle.
 
     Inside a goroutine the new G runs on the same M (a G never changes
-    threads) unless ``NETPOLL_PROCS`` asks for more Ms; from a plain thread
-    it runs on a background M, started on first use.
+    threads) unless ``NETPOLL_PROCS`` asks for more Ms (read from the
+    environment at the M's first ``go``, kept in ``M.go_procs``); from a
+    plain thread it runs on a background M, started on first use.
     """
     if not callable(fn):
         raise TypeError(f"netpoll.go: {type(fn).__name__!r} object is not callable")
