@@ -56,6 +56,7 @@ def pytest_configure(config: pytest.Config) -> None:
 #: Suites whose test bodies run twice: in the plain test thread, and as a
 #: goroutine (so every conn they drive from the body is a G's).
 _BOTH_G_KINDS = {
+    "test_conn_path",
     "test_net_conn",
     "test_net_dial",
     "test_net_timeout",

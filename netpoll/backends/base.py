@@ -305,7 +305,8 @@ class EdgeTriggeredPoller(PollerBase):
     def netpollopen(self, fd: int, token: object) -> None:
         """Register ``fd`` for read and write, for its lifetime; raises the OS error."""
         with self.lock:
-            self._init_locked()
+            if not self._opened or self._closed:  # _init_locked's own test, inline
+                self._init_locked()
             # The token goes in first: the very first edge may be reported by
             # a concurrent wait before the registration call has returned.
             previous = self._tokens.get(fd)

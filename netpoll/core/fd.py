@@ -243,7 +243,13 @@ class FD:
             raise self._closing_error()
         if self.pd is not None:
             self.pd.evict()
-        if mu.decref():
+        # FDMutex.decref, inline (once per closed conn); refs >= 1 here: ours.
+        lk = mu.state_lock
+        lk.acquire()
+        mu.refs -= 1
+        destroy = mu.destroy_due_locked()
+        lk.release()
+        if destroy:
             self._destroy()  # the common case: nobody else was inside
         else:
             # Go's fd.Close waits on csema: close returns after the real
@@ -404,8 +410,41 @@ class FD:
         Retries ``ECONNABORTED`` (a connection reset while queued) and parks
         on ``EAGAIN``, as Go's ``FD.Accept`` does.
         """
-        conn, addr = self._io(MODE_R, _table.accept, retry_aborted=True)
-        return conn, addr
+        # _io's steps with the fdMutex fast path and prepare inline, as in
+        # readinto: a server accepts once per connection.  The call always
+        # goes through the syscall table (fault plugins watch accept).
+        mu = self._mu
+        lk = mu.rl
+        if not lk.acquire(False):
+            if not mu.rwlock_slow(True):
+                raise self._lock_failed()
+        elif mu.closed:
+            lk.release()
+            raise self._lock_failed()
+        try:
+            pd = self.pd
+            if pd is not None:
+                d = pd.rd
+                if pd.closing or (d and (d < 0 or d <= _monotonic())):
+                    pd.prepare(MODE_R)  # raises the closing or timeout error
+                pd.rg = None  # a stale notice: the call below tries anyway
+            call = _table.accept
+            sock = self.sock
+            while True:
+                try:
+                    conn, addr = call(sock)
+                    return conn, addr
+                except BlockingIOError:
+                    if pd is None:
+                        raise
+                except ConnectionAbortedError:
+                    continue  # reset while queued: take the next one
+                # Parked outside the except block (see readinto).
+                pd.wait(MODE_R)
+        finally:
+            lk.release()
+            if mu.rwait or mu.closed:
+                self._unlock_slow(True)
 
     def _io(
         self, mode: int, call: Callable[..., Any], *args: Any, retry_aborted: bool = False

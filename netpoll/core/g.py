@@ -153,10 +153,20 @@ class GreenletG(greenlet.greenlet):
 
     def run(self) -> None:
         """The greenlet body: call the function, report what escapes it."""
+        fn, box, kwargs = self._fn, [self._args], self._kwargs
+        self._fn = self._args = self._kwargs = None  # type: ignore[assignment]
         try:
             if self.kill_requested:  # killed before it ever ran
                 raise GreenletExit
-            self.value = self._fn(*self._args, **self._kwargs)
+            if len(box[0]) == 1 and not kwargs:
+                # go(handler, conn), the common shape.  The argument reaches
+                # the callee through the stack alone (no local, no tuple left):
+                # the G keeps nothing of it alive while the function runs, so
+                # what the function drops is freed, and an idle G holds no
+                # argument tuple.
+                self.value = fn(box.pop()[0])
+            else:
+                self.value = fn(*box.pop(), **kwargs)
         except GreenletExit:
             self.killed = True  # killed at the end of run(): its finally blocks have run
         except BaseException as exc:
@@ -164,8 +174,7 @@ class GreenletG(greenlet.greenlet):
             if not self.m.is_main(self) and not self.collectors:
                 _unhandled.report(self, exc)
         finally:
-            self._fn = self._args = self._kwargs = None  # type: ignore[assignment]
-            self.m.g_exited(self)
+            self.m.gs.discard(self)  # M.g_exited, inline
             with _done_lock:
                 self._finished = True
                 note = self._done

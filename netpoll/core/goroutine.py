@@ -202,11 +202,16 @@ def go(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Goroutine[T]
     """Start ``fn(*args, **kwargs)`` as a goroutine and return its :class:`Goroutine` handle.
 
     Inside a goroutine the new G runs on the same M (a G never changes
-    threads) unless ``NETPOLL_PROCS`` asks for more Ms; from a plain thread
-    it runs on a background M, started on first use.  Typed with
+    threads) unless ``NETPOLL_PROCS`` asks for more Ms (read from the
+    environment at the M's first ``go``); from a plain thread it runs on a
+    background M, started on first use.  Typed with
     ``ParamSpec``: mypy checks ``args``/``kwargs`` against ``fn``.
     """
-    return handle_of(sched.go(fn, *args, **kwargs))
+    g = sched.go(fn, *args, **kwargs)
+    # handle_of for a G nobody has asked about yet, inline.
+    h: Goroutine[T] = Goroutine(g)
+    g.handle = weakref.ref(h)
+    return h
 
 
 def current_goroutine() -> Goroutine[Any] | None:

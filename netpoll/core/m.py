@@ -121,6 +121,8 @@ class M:
         self._poll_failures = 0
         #: Polls so far (sysmon's starvation report, netpoll.core.starvation).
         self.polls = 0
+        #: NETPOLL_PROCS read at this M's first ``go`` (sched.go; None: not yet).
+        self.go_procs: int | None = None
 
     def __repr__(self) -> str:
         return f"<M {self.name} gs={len(self.gs)}>"
@@ -187,7 +189,11 @@ class M:
 
         Raises the backend's :class:`OSError` (``EPERM``: not pollable).
         """
-        _table.netpollopen(self.poller, pd.fd, pd.token)
+        poller = self.poller
+        if _table.netpollopen_direct and poller is not None:
+            poller.netpollopen(pd.fd, pd.token)  # what the table's forwarder does
+        else:
+            _table.netpollopen(poller, pd.fd, pd.token)
         pd.m = self
         self.pds.add(pd)
 
@@ -197,7 +203,10 @@ class M:
         poller = self.poller
         if poller is not None:
             try:
-                _table.netpollclose(poller, pd.fd)
+                if _table.netpollclose_direct:
+                    poller.netpollclose(pd.fd)  # what the table's forwarder does
+                else:
+                    _table.netpollclose(poller, pd.fd)
             except (OSError, RuntimeError, ValueError):
                 if not self.exited:
                     raise

@@ -114,6 +114,9 @@ class SyscallTable:
         self.write_direct = True
         self.netpoll_direct = True
         self.netpollwait_direct = True
+        #: The same for registering and forgetting an fd (once per conn).
+        self.netpollopen_direct = True
+        self.netpollclose_direct = True
 
 
 def _through_pluggy(caller: pluggy.HookCaller) -> Callable[..., object]:
@@ -213,6 +216,8 @@ class NetpollPluginManager(pluggy.PluginManager):
         forwarder = self.get_plugin("netpoll.poller")
         table.netpoll_direct = self._is_default("netpoll", forwarder)
         table.netpollwait_direct = self._is_default("netpollwait", forwarder)
+        table.netpollopen_direct = self._is_default("netpollopen", forwarder)
+        table.netpollclose_direct = self._is_default("netpollclose", forwarder)
 
     def _is_default(self, name: str, plugin: object) -> bool:
         """True when ``plugin`` alone implements hook ``name`` (nothing watches the call)."""

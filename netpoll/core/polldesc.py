@@ -47,7 +47,7 @@ from typing import Any
 import greenlet
 
 from netpoll.core.errors import DeadlineExceededError, FileClosingError, NetClosingError
-from netpoll.core.g import G, GreenletG, current_goroutine, current_thread_g
+from netpoll.core.g import G, GreenletG, current_thread_g
 from netpoll.core.hookspecs import MODE_EXCEPT, MODE_R, MODE_W
 from netpoll.core.m import M, set_event_delivery
 from netpoll.core.runtime import runtime
@@ -578,10 +578,11 @@ def open_polldesc(fd: int) -> PollDesc:
         raise ValueError(f"netpoll: bad file descriptor {fd}")
     # The first descriptor settles the backend (as the first listen/dial did
     # when the process had one poller): use_backend refuses to switch later.
-    runtime.spec()
+    if runtime._spec is None:  # spec()'s own test, inline: once per accepted conn
+        runtime.spec()
     pd: PollDesc = runtime.cache.alloc(fd)
-    g = current_goroutine()
-    if g is not None:
+    g = _getcurrent()  # current_goroutine, inline: once per accepted conn
+    if type(g) is GreenletG:
         try:
             with pd.lock:
                 g.m.register_pd(pd)
@@ -594,7 +595,10 @@ def open_polldesc(fd: int) -> PollDesc:
 def close_polldesc(pd: PollDesc) -> None:
     """Unregister ``pd`` and give it back to the cache (last user of the fd)."""
     try:
-        pd.unregister()
+        home = pd.m  # PollDesc.unregister, inline: once per closed conn
+        if home is not None:
+            pd.m = None
+            home.unregister_pd(pd)
     finally:
         runtime.cache.free(pd)
 

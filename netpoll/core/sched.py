@@ -30,6 +30,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+import greenlet
+
 from netpoll.core import deadlock, interrupt
 from netpoll.core.g import GreenletG, current_g, current_goroutine, set_exception_reporter
 from netpoll.core.m import M
@@ -54,6 +56,7 @@ ENV_BLOCKING_THREADS = "NETPOLL_BLOCKING_THREADS"
 
 _monotonic = time.monotonic
 _get_ident = threading.get_ident
+_getcurrent = greenlet.getcurrent
 
 
 # --------------------------------------------------------------------------
@@ -104,15 +107,31 @@ def go(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> GreenletG:
     The runtime's spawn; :func:`netpoll.go` wraps the G in its public handle.
 
     Inside a goroutine the new G runs on the same M (a G never changes
-    threads) unless ``NETPOLL_PROCS`` asks for more Ms; from a plain thread
-    it runs on a background M, started on first use.
+    threads) unless ``NETPOLL_PROCS`` asks for more Ms (read from the
+    environment at the M's first ``go``, kept in ``M.go_procs``); from a
+    plain thread it runs on a background M, started on first use.
     """
     if not callable(fn):
         raise TypeError(f"netpoll.go: {type(fn).__name__!r} object is not callable")
-    cur = current_goroutine()
-    m = cur.m if cur is not None and procs() == 1 else background_m()
+    cur = _getcurrent()  # current_goroutine, inline: once per connection of a server
+    if type(cur) is not GreenletG:
+        m = background_m()
+    else:
+        m = cur.m
+        # NETPOLL_PROCS as it was at this M's first go: reading the
+        # environment costs four Python calls, once per connection of a server.
+        n = m.go_procs
+        if n is None:
+            n = m.go_procs = procs()
+        if n != 1:
+            m = background_m()
     g = GreenletG(m, fn, args, kwargs)
-    m.spawn(g)
+    # M.spawn and GreenletG.ready, inline: once per connection of a server.
+    m.gs.add(g)
+    if m.ident == _get_ident():
+        m.runq.append(g)
+    else:
+        m.inject_g(g)
     return g
 
 

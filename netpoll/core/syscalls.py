@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import os as _os
 import socket as _socket
+from _socket import socket as _CSocket
 from typing import TYPE_CHECKING
 
 from netpoll.core.hookspecs import Address, hookimpl
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
+
+_new_socket = _CSocket.__new__
 
 # SOCK_NONBLOCK/SOCK_CLOEXEC exist on Linux and the BSDs; macOS lacks them, so
 # the flags are applied after the call there (Go's sysSocket fallback).
@@ -62,7 +65,13 @@ def accept(sock: _socket.socket) -> tuple[_socket.socket, Address]:
     # so the new socket is switched explicitly.
     fd, addr = sock._accept()  # type: ignore[attr-defined]
     try:
-        conn = _socket.socket(fileno=fd)
+        # socket.socket(fileno=fd) without its Python __init__ (CPython's
+        # Lib/socket.py: the C init, which reads family, type and protocol
+        # from the descriptor, then two attributes): once per accepted conn.
+        conn = _new_socket(_socket.socket)
+        _CSocket.__init__(conn, -1, -1, -1, fd)
+        conn._io_refs = 0  # type: ignore[attr-defined]
+        conn._closed = False  # type: ignore[attr-defined]
     except BaseException:
         _os.close(fd)
         raise
@@ -79,7 +88,14 @@ def getsockopt_int(sock: _socket.socket, level: int, option: int) -> int:
 @hookimpl(trylast=True)
 def close(sock: _socket.socket) -> None:
     """Close the descriptor."""
-    sock.close()
+    if type(sock) is _socket.socket and sock._io_refs <= 0:  # type: ignore[attr-defined]
+        # What socket.socket.close and its _real_close do (CPython's
+        # Lib/socket.py) with no makefile() object open, without their two
+        # Python calls: once per closed connection.
+        sock._closed = True  # type: ignore[attr-defined]
+        _CSocket.close(sock)
+    else:
+        sock.close()
 
 
 @hookimpl(trylast=True)

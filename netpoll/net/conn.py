@@ -36,6 +36,7 @@ from collections.abc import Iterable
 from time import time as _time
 from typing import TYPE_CHECKING, Any
 
+from netpoll.core import finalizer as _finalizer
 from netpoll.core.errors import NetClosingError
 from netpoll.core.finalizer import ensure_started as finalizer_started
 from netpoll.core.finalizer import queue_close
@@ -115,7 +116,8 @@ class Conn(io.RawIOBase):
         super().__init__()
         self._nfd = nfd
         self._fd = nfd.fd
-        finalizer_started()  # __del__ cannot start it
+        if _finalizer._thread is None:  # ensure_started's own test, inline
+            finalizer_started()  # __del__ cannot start it
 
     # -- errors ------------------------------------------------------------
 

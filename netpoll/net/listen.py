@@ -41,7 +41,15 @@ from netpoll.net.conn import Conn, TCPConn, UDPConn, UnixConn
 from netpoll.net.context import as_deadline
 from netpoll.net.errors import AddrError, OpError, UnknownNetworkError, op_error
 from netpoll.net.lookup import first_ipv4, resolve_addr_list
-from netpoll.net.sock import ControlFn, NetFD, RawConn, accept, favorite_family, socket
+from netpoll.net.sock import (
+    ControlFn,
+    NetFD,
+    RawConn,
+    accept,
+    accept_tcp,
+    favorite_family,
+    socket,
+)
 
 _SOTYPE = {
     "unix": _socket.SOCK_STREAM,
@@ -147,8 +155,10 @@ class TCPListener(Listener):
 
     def accept(self) -> TCPConn:
         """Accept a TCP connection: TCP_NODELAY on, keep-alive per the ListenConfig."""
-        nfd = self._accept_nfd()
-        nfd.setup_accepted_tcp(self._config.keep_alive)
+        try:
+            nfd = accept_tcp(self._nfd, self._config.keep_alive)
+        except OSError as exc:
+            raise self._error("accept", exc, "accept") from None
         return TCPConn(nfd)
 
     def addr(self) -> TCPAddr:
@@ -257,6 +267,10 @@ class ListenConfig:
             self.control,
             self.backlog,
         )
+        if self.control is None:
+            bound = nfd.laddr
+            if isinstance(bound, TCPAddr) and not bound.is_wildcard():
+                nfd.accept_laddr = bound
         return TCPListener(nfd, self)
 
     def _listen_unix(self, network: str, la: UnixAddr) -> UnixListener:

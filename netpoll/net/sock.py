@@ -22,7 +22,7 @@ import errno
 import math
 import socket as _socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from netpoll.core.errors import DeadlineExceededError, NetClosingError
@@ -160,7 +160,18 @@ class NetFD:
     the addresses once known.
     """
 
-    __slots__ = ("_laddr", "_lsa", "_raddr", "_rsa", "family", "fd", "net", "sock", "sotype")
+    __slots__ = (
+        "_laddr",
+        "_lsa",
+        "_raddr",
+        "_rsa",
+        "accept_laddr",
+        "family",
+        "fd",
+        "net",
+        "sock",
+        "sotype",
+    )
 
     def __init__(self, sock: _socket.socket, family: int, sotype: int, net: str) -> None:
         # Registers with the poller (in a goroutine); on OSError the caller still owns sock.
@@ -175,6 +186,13 @@ class NetFD:
         #: records them; most conns of a server never ask for them).
         self._lsa: Any = None
         self._rsa: Any = None
+        #: On a TCP listener bound to one address (not a wildcard) and made
+        #: without a control function: the local address of every conn it
+        #: accepts, shared (Addr objects are immutable), which spares each
+        #: accept a getsockname and its tuple.  None: ask the kernel per conn
+        #: (a wildcard listener, or a control that may have set
+        #: IP_TRANSPARENT, where getsockname tells the original destination).
+        self.accept_laddr: Addr | None = None
 
     @property
     def laddr(self) -> Addr | None:
@@ -292,19 +310,15 @@ class NetFD:
         TCP_NODELAY, then the keep-alive policy of :meth:`apply_keep_alive`;
         errors are ignored, as Go ignores them.
         """
-        options: list[tuple[int, int, int]] = [(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)]
-        if keep_alive >= 0:
-            options.append((_socket.SOL_SOCKET, _socket.SO_KEEPALIVE, 1))
-            options.extend(keep_alive_period_options(keep_alive or DEFAULT_TCP_KEEPALIVE))
+        options = accepted_tcp_options(keep_alive)
         try:
-            self.setsockopts(options)
+            self.fd.incref()
         except OSError:
-            # One option the platform refuses must not cost the others.
-            for option in options:
-                try:
-                    self.setsockopts((option,))
-                except OSError:
-                    pass
+            return  # closed meanwhile: nothing to set (errors are ignored here)
+        try:
+            set_accepted_options(self.sock, options)
+        finally:
+            self.fd.decref()
 
     # -- connect (Go's netFD.connect) ---------------------------------------
 
@@ -574,6 +588,62 @@ def keep_alive_period_options(seconds: float) -> list[tuple[int, int, int]]:
     return [(_socket.IPPROTO_TCP, opt, secs) for opt in (_KEEPIDLE, _KEEPINTVL) if opt is not None]
 
 
+_accepted_options: dict[float, tuple[tuple[int, int, int], ...]] = {}
+
+
+def accepted_tcp_options(keep_alive: float) -> tuple[tuple[int, int, int], ...]:
+    """The setsockopts Go's TCP accept makes: TCP_NODELAY, then the keep-alive policy.
+
+    ``keep_alive`` as :meth:`NetFD.apply_keep_alive` takes it (0: Go's 15 s
+    default, negative: keep-alive left off).  Built once per value: a server
+    asks for the same list for every conn it accepts.
+    """
+    options = _accepted_options.get(keep_alive)
+    if options is None:
+        opts: list[tuple[int, int, int]] = [(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)]
+        if keep_alive >= 0:
+            opts.append((_socket.SOL_SOCKET, _socket.SO_KEEPALIVE, 1))
+            opts.extend(keep_alive_period_options(keep_alive or DEFAULT_TCP_KEEPALIVE))
+        options = tuple(opts)
+        if len(_accepted_options) < 64:  # a few values in practice; bounded anyway
+            _accepted_options[keep_alive] = options
+    return options
+
+
+def set_accepted_options(sock: _socket.socket, options: Sequence[tuple[int, int, int]]) -> None:
+    """Apply ``options`` to ``sock``, ignoring errors as Go does, each on its own.
+
+    The caller keeps the descriptor open (an FD reference, or a conn not
+    yet published).  One option the platform refuses must not cost the others.
+    """
+    setsockopt = sock.setsockopt
+    try:
+        for level, opt, value in options:
+            setsockopt(level, opt, value)
+    except OSError:
+        for level, opt, value in options:
+            try:
+                setsockopt(level, opt, value)
+            except OSError:
+                pass
+
+
+def accept_tcp(lnfd: NetFD, keep_alive: float) -> NetFD:
+    """:func:`accept` plus what Go's TCP accept sets (:func:`accepted_tcp_options`)."""
+    # Before accepting: a bad value loses no conn.  The cache lookup inline.
+    options = _accepted_options.get(keep_alive) or accepted_tcp_options(keep_alive)
+    nfd = accept(lnfd)
+    # Not published yet: nobody else can close it, so no FD reference is
+    # taken.  set_accepted_options's loop inline, falling back to it on error.
+    sock = nfd.sock
+    try:
+        for level, opt, value in options:
+            sock.setsockopt(level, opt, value)
+    except OSError:
+        set_accepted_options(sock, options)
+    return nfd
+
+
 def accept(lnfd: NetFD) -> NetFD:
     """Accept one connection on a listening NetFD (Go's ``netFD.accept``).
 
@@ -586,9 +656,19 @@ def accept(lnfd: NetFD) -> NetFD:
     except BaseException:
         close_socket(sock)
         raise
-    lsa = nfd.getsockname()
+    shared = lnfd.accept_laddr
+    if shared is not None:
+        nfd._laddr, nfd._rsa = shared, sa
+        return nfd
+    # The new NetFD is not published yet, so no other thread can close it:
+    # the socket is called directly, without the FD reference that
+    # NetFD.getsockname takes (two Python calls per accepted conn).
+    try:
+        lsa = sock.getsockname()
+    except OSError:
+        lsa = None
     if lnfd.family != _socket.AF_UNIX:
-        nfd.set_sockaddrs(lsa, sa)
+        nfd._lsa, nfd._rsa = lsa, sa  # set_sockaddrs, on a NetFD with no Addr yet
         return nfd
     nfd.laddr = nfd.addr_of(lsa)
     nfd.raddr = nfd.addr_of(sa)
@@ -688,10 +768,13 @@ __all__ = [
     "NetFD",
     "RawConn",
     "accept",
+    "accept_tcp",
+    "accepted_tcp_options",
     "close_socket",
     "favorite_family",
     "max_listener_backlog",
     "new_netfd",
+    "set_accepted_options",
     "set_default_sockopts",
     "socket",
     "supports_ipv4",
