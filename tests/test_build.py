@@ -213,12 +213,16 @@ def _pxd_classes(path: Path) -> dict[str, tuple[set[str], set[str]]]:
         line = raw.split("#", 1)[0].rstrip()
         if not line:
             continue
+        if line.startswith(("cimport ", "from ")):  # a cimport: the types the fields use
+            continue
         if line.startswith("cdef class "):
             current = classes.setdefault(
                 line[len("cdef class ") :].split(":")[0].strip(), (set(), set())
             )
             continue
         assert current is not None and raw.startswith("    "), f"{path.name}: {raw!r}"
+        if line.lstrip().startswith("@"):  # @cython.locals(...) on the method that follows
+            continue
         words = line.split("(")[0].split()
         if "(" in line:  # cpdef/cdef method: its name is the last word before "("
             current[1].add(words[-1])
