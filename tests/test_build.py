@@ -213,12 +213,16 @@ def _pxd_classes(path: Path) -> dict[str, tuple[set[str], set[str]]]:
         line = raw.split("#", 1)[0].rstrip()
         if not line:
             continue
+        if line.startswith(("cimport ", "from ")):  # a cimport: the types the fields use
+            continue
         if line.startswith("cdef class "):
             current = classes.setdefault(
                 line[len("cdef class ") :].split(":")[0].strip(), (set(), set())
             )
             continue
         assert current is not None and raw.startswith("    "), f"{path.name}: {raw!r}"
+        if line.lstrip().startswith("@"):  # @cython.locals(...) on the method that follows
+            continue
         words = line.split("(")[0].split()
         if "(" in line:  # cpdef/cdef method: its name is the last word before "("
             current[1].add(words[-1])
@@ -254,3 +258,16 @@ def test_augmenting_pxd_matches_its_py(pxd: Path) -> None:
         assert methods <= defined, (
             f"{pxd.name} declares missing methods {sorted(methods - defined)}"
         )
+
+
+@pytest.mark.parametrize("pxd", sorted(ROOT.rglob("*.pxd")), ids=lambda p: p.name)
+def test_augmenting_pxd_cimports_only_compiled_modules(pxd: Path) -> None:
+    # fd.pxd cimports FDMutex and PollDesc: the types exist in C only where
+    # their modules are compiled too, so a .pxd (and the module it augments)
+    # may cimport only modules of COMPILED_MODULES.
+    own = ".".join(pxd.relative_to(ROOT.parent).with_suffix("").parts)
+    assert own in _build.COMPILED_MODULES, f"{pxd.name} augments {own}, which is not compiled"
+    for raw in pxd.read_text().splitlines():
+        words = raw.split("#", 1)[0].split()
+        if words[:1] == ["from"] and "cimport" in words:
+            assert words[1] in _build.COMPILED_MODULES, f"{pxd.name} cimports from {words[1]}"

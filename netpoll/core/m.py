@@ -89,6 +89,33 @@ class _TimerRequest:
 class M:
     """A scheduler thread: run queue, injection queue, timers and its own poller."""
 
+    # Slots: the compiled build makes M an extension type (m.pxd lists the same fields).
+    __slots__ = (
+        "__weakref__",
+        "_backend_generation",
+        "_poll_failures",
+        "_timer_ids",
+        "edge_triggered",
+        "exited",
+        "gs",
+        "hub",
+        "ident",
+        "inject",
+        "main_g",
+        "name",
+        "pds",
+        "poller",
+        "polls",
+        "running",
+        "runq",
+        "sleeping",
+        "stopping",
+        "switches",
+        "thread",
+        "ticks",
+        "timers",
+    )
+
     def __init__(self, name: str) -> None:
         self.name = name
         self.ident = -1

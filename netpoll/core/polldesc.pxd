@@ -17,3 +17,12 @@ cdef class PollDesc:
     cdef public bint rhint
     cdef public bint short_read_drains
     cdef public object m
+
+    # The methods FD (fd.pxd) and the other PollDesc methods call per
+    # operation: cpdef makes those calls C calls; they stay Python-callable.
+    cpdef _expired(self, mode)
+    cpdef check(self, mode)
+    cpdef raise_for(self, code)
+    cpdef prepare(self, mode)
+    cpdef wait(self, mode, first=*)
+    cpdef _fail(self, old, mode)
