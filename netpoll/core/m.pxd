@@ -10,6 +10,7 @@ cdef class M:
     cdef public object _timer_ids
     cdef public bint edge_triggered
     cdef public bint exited
+    cdef public object go_procs
     cdef public object gs
     cdef public object hub
     cdef public object ident

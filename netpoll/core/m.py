@@ -97,6 +97,7 @@ class M:
         "_timer_ids",
         "edge_triggered",
         "exited",
+        "go_procs",
         "gs",
         "hub",
         "ident",
