@@ -290,7 +290,11 @@ def select(
         # (GreenletExit, KeyboardInterrupt) after a counterpart claimed it,
         # the value goes with the exception, as Go loses a value when a
         # goroutine panics mid-receive.
-        park(sel, deadline, sel.claim)
+        if len(cases) != 1:
+            reason = "select" if cases else "select (no cases)"
+        else:
+            reason = "chan receive" if isinstance(cases[0], RecvCase) else "chan send"
+        park(sel, deadline, sel.claim, reason)
     finally:
         _dequeue_others(cases, sudogs, chans)
     if sel.case < 0:

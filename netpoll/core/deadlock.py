@@ -149,19 +149,20 @@ def _where(g: GreenletG) -> str:
     if frame is None:
         return "    (not started)\n"
     stack = traceback.extract_stack(frame)
-    # The innermost frame of the program, and the netpoll call it made (Chan.recv, ...).
+    # What it waits for (the park's reason: frames of compiled netpoll code
+    # do not exist, so the report names it the same way in both builds),
+    # and the innermost frame of the program, which made the netpoll call.
     ours = [f.filename.startswith(_PACKAGE_DIR) for f in stack]
     head = ""
     site_index = -1
-    if not all(ours) and ours[-1]:
+    if not all(ours):
         i = max(i for i, own in enumerate(ours) if not own)
-        caller, site = stack[i], stack[i + 1]
-        site_index = i + 1
-        where = os.path.relpath(site.filename, os.path.dirname(_PACKAGE_DIR))
-        head = (
-            f"    waits in {site.name} ({where}:{site.lineno}), "
-            f"called at {caller.filename}:{caller.lineno} in {caller.name}\n"
-        )
+        caller = stack[i]
+        what = g.waitreason or "netpoll"
+        at = f"{caller.filename}:{caller.lineno} in {caller.name}"
+        head = f"    waits in {what}, called at {at}\n"
+        if i + 1 < len(stack):
+            site_index = i + 1  # the netpoll call itself (pure build)
     # The scheduler's own frames (a G's run(), park) say nothing, but the call site may be there.
     shown = [f for k, f in enumerate(stack) if f.filename not in _SCHED_FILES or k == site_index]
     return head + "".join(traceback.format_list(shown[-6:]))

@@ -260,7 +260,7 @@ class FD:
                 if waiting:
                     self._csema = csema
             if waiting:
-                csema.wait(current_g())
+                csema.wait(current_g(), None, "fd close")
         err = self._close_error
         if err is not None:
             self._close_error = None

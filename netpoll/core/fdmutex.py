@@ -158,7 +158,7 @@ class FDMutex:
                     return True
             # Woken by an unlock (the lock may be taken again by a newcomer
             # first: then queue again) or by close.
-            park_waiter(w, None, self.state_lock, queue)
+            park_waiter(w, None, self.state_lock, queue, "fd lock")
 
     @staticmethod
     def _take_all(queue: list[Waiter] | None) -> list[Waiter]:

@@ -110,6 +110,7 @@ class GreenletG(greenlet.greenlet):
         "m",
         "parkseq",
         "value",
+        "waitreason",
         "woken",
     )
 
@@ -122,6 +123,9 @@ class GreenletG(greenlet.greenlet):
         self._qualname: str = getattr(fn, "__qualname__", None) or repr(fn)
         self.ioready: bool = False
         self.woken = False
+        #: Why the G last parked outside I/O (Go's waitReason: "chan receive",
+        #: "sync.Mutex.Lock"...), set by park(); the deadlock report shows it.
+        self.waitreason = ""
         self.parkseq = 0
         self.hog_reported = False
         #: Set by M.kill_all for a G that never started (a throw would skip run()).
@@ -254,7 +258,7 @@ class GreenletG(greenlet.greenlet):
             note = self._done
             if note is None:
                 note = self._done = Note()
-        return note.wait(current_g(), timeout)
+        return note.wait(current_g(), timeout, "goroutine join")
 
     def done(self) -> bool:
         """True once the G has finished (returned, raised or was killed).
@@ -332,6 +336,7 @@ class ThreadG:
         "ioready",
         "name",
         "poll_m",
+        "waitreason",
         "wake",
         "woken",
     )
@@ -341,6 +346,9 @@ class ThreadG:
         self.ident = _get_ident()
         self.ioready = False
         self.woken = False
+        #: Why the G last parked outside I/O (Go's waitReason: "chan receive",
+        #: "sync.Mutex.Lock"...), set by park(); the deadlock report shows it.
+        self.waitreason = ""
         self._sema = threading.Lock()
         self._sema.acquire()
         self._gen = wake_fds.generation

@@ -43,6 +43,9 @@ _monotonic = time.monotonic
 class Parker(Protocol):
     """What the park loop needs of a G (both G kinds of :mod:`netpoll.core.g` are one)."""
 
+    #: Why it parks (see :func:`park`).
+    waitreason: str
+
     def park(self, deadline: float | None = None) -> None:
         """Sleep until readied or past ``deadline`` (may return early)."""
 
@@ -66,8 +69,12 @@ class Waiter:
         self.done = False
 
 
-def park(w: Waiter, deadline: float | None, give_up: Callable[[], bool]) -> bool:
+def park(w: Waiter, deadline: float | None, give_up: Callable[[], bool], reason: str = "") -> bool:
     """Park ``w.g`` until a waker sets ``w.done``; True if woken, False on ``deadline``.
+
+    ``reason`` says what the G waits for, as Go's ``waitReason`` ("chan
+    receive", "sync.Mutex.Lock"); the deadlock report names it, the same in
+    both builds (compiled netpoll functions leave no frames to name).
 
     ``give_up()`` is called at the deadline and when an exception is thrown
     into the park: True means it took ``w`` back (the park times out, or the
@@ -76,6 +83,7 @@ def park(w: Waiter, deadline: float | None, give_up: Callable[[], bool]) -> bool
     ``done``; on an exception it propagates anyway).
     """
     g = w.g
+    g.waitreason = reason
     try:
         while not w.done:
             if deadline is not None and _monotonic() >= deadline:
@@ -90,7 +98,7 @@ def park(w: Waiter, deadline: float | None, give_up: Callable[[], bool]) -> bool
     return True
 
 
-def park_waiter(w: Waiter, deadline: float | None, lock: Any, queue: Any) -> bool:
+def park_waiter(w: Waiter, deadline: float | None, lock: Any, queue: Any, reason: str = "") -> bool:
     """:func:`park` for a Waiter published in ``queue`` under ``lock``.
 
     Giving up takes ``w`` out of ``queue`` under ``lock``, unless a waker
@@ -104,7 +112,7 @@ def park_waiter(w: Waiter, deadline: float | None, lock: Any, queue: Any) -> boo
             queue.remove(w)
             return True
 
-    return park(w, deadline, give_up)
+    return park(w, deadline, give_up, reason)
 
 
 class Note:
@@ -131,8 +139,11 @@ class Note:
         for w in waiters:
             w.g.ready()
 
-    def wait(self, g: Parker, timeout: float | None = None) -> bool:
-        """Park ``g`` (the caller's G) until set; False if ``timeout`` seconds passed first."""
+    def wait(self, g: Parker, timeout: float | None = None, reason: str = "") -> bool:
+        """Park ``g`` (the caller's G) until set; False if ``timeout`` seconds passed first.
+
+        ``reason``: what the caller waits for (see :func:`park`).
+        """
         if self._set:
             return True
         if timeout is not None and timeout < 0:
@@ -143,7 +154,7 @@ class Note:
             if self._set:
                 return True
             self._waiters.append(w)
-        return park_waiter(w, deadline, self._lock, self._waiters)
+        return park_waiter(w, deadline, self._lock, self._waiters, reason)
 
 
 __all__ = ["Note", "Parker", "Waiter", "park", "park_waiter"]

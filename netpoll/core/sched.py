@@ -176,6 +176,7 @@ def sleep(seconds: float) -> None:
         gosched()
         return
     deadline = _monotonic() + seconds
+    g.waitreason = "sleep"
     while True:
         g.park(deadline)
         if _monotonic() >= deadline:
@@ -248,7 +249,7 @@ def blocking(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     deadlock.pool_calls.add(future)  # in flight: it can still wake g (deadlock check)
     future.add_done_callback(finished)
     # No deadline: give_up runs only when an exception is thrown into the park.
-    park(w, None, future.cancel)
+    park(w, None, future.cancel, "netpoll.blocking")
     result: T = future.result()
     return result
 

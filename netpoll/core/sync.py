@@ -58,7 +58,7 @@ class WaitGroup:
             w = Waiter(current_g())
             self._waiters.append(w)
         deadline = None if timeout is None else time.monotonic() + timeout
-        return park_waiter(w, deadline, self._lock, self._waiters)
+        return park_waiter(w, deadline, self._lock, self._waiters, "sync.WaitGroup.Wait")
 
 
 class Mutex:
@@ -98,7 +98,7 @@ class Mutex:
         deadline = None if timeout is None else time.monotonic() + timeout
         # unlock() hands the mutex straight to the first waiter (it stays
         # locked), so a woken waiter owns it without looking again.
-        return park_waiter(w, deadline, self._lock, self._waiters)
+        return park_waiter(w, deadline, self._lock, self._waiters, "sync.Mutex.Lock")
 
     def unlock(self) -> None:
         """Release the mutex, handing it to the longest waiter if any.
@@ -179,7 +179,7 @@ class Cond:
 
         lock.release()
         try:
-            return park(w, deadline, give_up)
+            return park(w, deadline, give_up, "sync.Cond.Wait")
         finally:
             if not retaken:
                 lock.acquire()

@@ -101,7 +101,7 @@ class Lock:
             w = Waiter(current_g())
             self._waiters.append(w)
         # release() hands the lock to the first waiter (it stays locked).
-        return park_waiter(w, deadline, self._mu, self._waiters)
+        return park_waiter(w, deadline, self._mu, self._waiters, "threading.Lock.acquire")
 
     acquire_lock = acquire
 
@@ -284,7 +284,7 @@ class Condition:
         deadline = None if timeout is None else _monotonic() + max(0.0, timeout)
         saved = self._release_save()
         try:
-            return park_waiter(w, deadline, self._mu, self._waiters)
+            return park_waiter(w, deadline, self._mu, self._waiters, "threading.Condition.wait")
         finally:
             self._acquire_restore(saved)
 
