@@ -7,7 +7,11 @@ backend available here, the kqueue one on the emulated kqueue on Linux.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +23,36 @@ from netpoll.core.procs import background_m, live_goroutines, thread_poll_m
 from netpoll.core.runtime import runtime
 from netpoll.testing.pytest_plugin import use_kqueue_emulation
 from tests.helpers.net import open_fds
+
+
+def _children_import_this_netpoll() -> None:
+    """Make the tests' subprocesses import the netpoll this process imported.
+
+    ``python -c``/``-m`` put the working directory first on ``sys.path``, and
+    a script its own folder; run from a checkout, that is the source tree, so
+    in a tox env with the compiled wheel installed every child ran the pure
+    sources.  When this process's netpoll is an installed one, children get
+    ``PYTHONSAFEPATH`` (Python 3.11+: nothing is prepended) and reach the
+    ``tests`` package through a folder that holds only a link to it
+    (``NETPOLL_TESTS_PATH``, which tests/libs/harness.py uses too).
+    """
+    import netpoll
+
+    repo = Path(__file__).resolve().parent.parent
+    installed = Path(netpoll.__file__).resolve().parent.parent != repo
+    if not installed or sys.version_info < (3, 11):
+        os.environ.setdefault("NETPOLL_TESTS_PATH", str(repo))
+        return
+    shim = Path(tempfile.mkdtemp(prefix="netpoll-tests-path-"))
+    (shim / "tests").symlink_to(repo / "tests", target_is_directory=True)
+    atexit.register(shutil.rmtree, shim, True)
+    os.environ["PYTHONSAFEPATH"] = "1"
+    os.environ["NETPOLL_TESTS_PATH"] = str(shim)
+    path = [str(shim), os.environ.get("PYTHONPATH", "")]
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
+
+
+_children_import_this_netpoll()
 
 
 def _backends_to_test() -> list[str]:

@@ -201,6 +201,11 @@ def server_from_spec(spec: Mapping[str, Any]) -> Any:
     return getattr(servers, spec["class"])(**spec["fields"])
 
 
+def _tests_path() -> str:
+    """Where a child finds the ``tests`` package (see tests/conftest.py)."""
+    return os.environ.get("NETPOLL_TESTS_PATH", str(ROOT))
+
+
 def run_child(module: str, server: Any, *, patch: str = "all") -> dict[str, Any]:
     """Run every scenario of ``module`` in a child process; {name: {"value"|"error": ...}}.
 
@@ -210,7 +215,7 @@ def run_child(module: str, server: Any, *, patch: str = "all") -> dict[str, Any]
     args = [sys.executable, "-m", "tests.libs.child", module, patch]
     args.append(json.dumps(server_spec(server)))
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_tests_path(), env.get("PYTHONPATH")]))
     res = proc.run(args, timeout=CHILD_TIMEOUT, env=env, cwd=str(ROOT))
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULTS ")]
     if res.returncode != 0 or not lines:
@@ -227,7 +232,7 @@ def run_controls(servers_by_module: Mapping[str, Any]) -> dict[str, dict[str, An
     specs = {m: server_spec(srv) for m, srv in servers_by_module.items()}
     args = [sys.executable, "-m", "tests.libs.child", "--controls", json.dumps(specs)]
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_tests_path(), env.get("PYTHONPATH")]))
     res = proc.run(args, timeout=CHILD_TIMEOUT, env=env, cwd=str(ROOT))
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULTS ")]
     if res.returncode != 0 or not lines:
