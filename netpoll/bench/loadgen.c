@@ -401,16 +401,53 @@ static int send_rest(int fd, struct conn *c) {
     return 0;
 }
 
+/* The warm-up, then the measured window: both modes step it once per poll. */
+struct window {
+    int measuring;
+    double phase_end, end;
+    struct snap a, b;
+};
+
+static void window_start(struct window *w) {
+    memset(w, 0, sizeof *w);
+    w->phase_end = now() + spec.warmup;
+    w->end = w->phase_end + spec.seconds;
+}
+
+/* One epoll_wait of at most 50 ms: the number of events, or -1 once the
+ * measured window is over (its end snapshot taken).  Entering the window
+ * resets the count and the latency samples. */
+static int window_wait(struct window *w, struct epoll_event *evs, long *count) {
+    int n = epoll_wait(ep, evs, MAX_EVENTS, 50);
+    if (n < 0) {
+        if (errno != EINTR)
+            die("epoll_wait: %s", strerror(errno));
+        n = 0;
+    }
+    if (now() >= w->phase_end) {
+        if (w->measuring) {
+            snapshot(&w->b, 1);
+            return -1;
+        }
+        w->measuring = 1;
+        *count = 0;
+        nsamples = 0;
+        stride = 1;
+        skip = 0;
+        snapshot(&w->a, 0);
+        w->phase_end = w->end;
+    }
+    return n;
+}
+
 static void run_pingpong(void) {
     int *fds = open_connections(spec.conns, now() + spec.setup_timeout);
     struct epoll_event evs[MAX_EVENTS];
-    struct snap a = {0}, b = {0};
+    struct window w;
     long count = 0, short_sends = 0;
-    int measuring = 0;
     for (long i = 0; i < spec.conns; i++)
         ep_ctl(EPOLL_CTL_ADD, fds[i], EPOLLIN);
-    double warm_end = now() + spec.warmup;
-    double end = warm_end + spec.seconds;
+    window_start(&w);
     for (long i = 0; i < spec.conns; i++) {
         struct conn *c = &conns[fds[i]];
         c->t = now();
@@ -420,28 +457,10 @@ static void run_pingpong(void) {
         if (c->unsent)
             ep_ctl(EPOLL_CTL_MOD, fds[i], EPOLLIN | EPOLLOUT);
     }
-    double phase_end = warm_end;
     for (;;) {
-        int n = epoll_wait(ep, evs, MAX_EVENTS, 50);
-        if (n < 0) {
-            if (errno != EINTR)
-                die("epoll_wait: %s", strerror(errno));
-            n = 0;
-        }
-        double t = now();
-        if (t >= phase_end) {
-            if (measuring) {
-                snapshot(&b, 1);
-                break;
-            }
-            measuring = 1;
-            count = 0;
-            nsamples = 0;
-            stride = 1;
-            skip = 0;
-            snapshot(&a, 0);
-            phase_end = end;
-        }
+        int n = window_wait(&w, evs, &count);
+        if (n < 0)
+            break;
         for (int i = 0; i < n; i++) {
             int fd = evs[i].data.fd;
             unsigned ev = evs[i].events;
@@ -467,7 +486,7 @@ static void run_pingpong(void) {
                 continue;
             c->got = 0;
             double t2 = now();
-            if (measuring) {
+            if (w.measuring) {
                 count++;
                 sample_add(t2 - c->t);
             }
@@ -481,7 +500,7 @@ static void run_pingpong(void) {
             }
         }
         if (count >= MAX_MESSAGES) {
-            snapshot(&b, 1);
+            snapshot(&w.b, 1);
             break;
         }
     }
@@ -490,7 +509,7 @@ static void run_pingpong(void) {
     free(fds);
     char extra[64];
     snprintf(extra, sizeof extra, "\"short_sends\": %ld", short_sends);
-    report(&a, &b, count, "msg/s", extra);
+    report(&w.a, &w.b, count, "msg/s", extra);
 }
 
 /* Connection errors by name, as client.py's errors dict (errno names). */
@@ -577,35 +596,16 @@ static int start_one(void) {
 
 static void run_connect(void) {
     struct epoll_event evs[MAX_EVENTS];
-    struct snap a = {0}, b = {0};
+    struct window w;
     long count = 0;
-    int measuring = 0;
-    double warm_end = now() + spec.warmup;
-    double end = warm_end + spec.seconds;
-    double phase_end = warm_end;
+    window_start(&w);
     char errs[1024];
     for (long i = 0; i < spec.conns; i++)
         start_one();
     for (;;) {
-        int n = epoll_wait(ep, evs, MAX_EVENTS, 50);
-        if (n < 0) {
-            if (errno != EINTR)
-                die("epoll_wait: %s", strerror(errno));
-            n = 0;
-        }
-        if (now() >= phase_end) {
-            if (measuring) {
-                snapshot(&b, 1);
-                break;
-            }
-            measuring = 1;
-            count = 0;
-            nsamples = 0;
-            stride = 1;
-            skip = 0;
-            snapshot(&a, 0);
-            phase_end = end;
-        }
+        int n = window_wait(&w, evs, &count);
+        if (n < 0)
+            break;
         for (int i = 0; i < n; i++) {
             int fd = evs[i].data.fd;
             struct conn *c = &conns[fd];
@@ -642,7 +642,7 @@ static void run_connect(void) {
                 continue;
             double t0 = c->t;
             conn_drop(fd);
-            if (measuring) {
+            if (w.measuring) {
                 count++;
                 sample_add(now() - t0);
             }
@@ -664,7 +664,7 @@ static void run_connect(void) {
     char extra[1100];
     errors_json(errs, sizeof errs);
     snprintf(extra, sizeof extra, "\"errors\": %s", errs);
-    report(&a, &b, count, "conn/s", extra);
+    report(&w.a, &w.b, count, "conn/s", extra);
 }
 
 int main(int argc, char **argv) {
