@@ -27,8 +27,9 @@ import pytest
 import netpoll
 from netpoll.core.fd import FD
 from netpoll.core.g import current_thread_g
-from netpoll.core.hookspecs import MODE_R, hookimpl
+from netpoll.core.hookspecs import MODE_R
 from netpoll.core.runtime import runtime
+from tests.helpers.net import ReadOutcomes
 
 MESSAGES = 200
 JOIN = 10.0
@@ -256,19 +257,7 @@ def test_shutting_down_reads_after_a_short_read_gives_eof(backend: str) -> None:
 def test_a_watched_goroutine_read_tries_the_call_first(backend: str) -> None:
     """While a plugin watches reads, a goroutine's read after a short one still
     tries the system call first: the plugin sees the EAGAIN round."""
-    outcomes: list[str] = []
-
-    class Watch:
-        @hookimpl(wrapper=True)
-        def read(self, sock: Any, buf: Any) -> Any:
-            try:
-                n = yield
-            except BlockingIOError:
-                outcomes.append("EAGAIN")
-                raise
-            outcomes.append("data")
-            return n
-
+    watch = ReadOutcomes()
     with tcp_pair() as (ours, peer):
 
         def body() -> bytes:
@@ -289,7 +278,7 @@ def test_a_watched_goroutine_read_tries_the_call_first(backend: str) -> None:
             finally:
                 fd.close()
 
-        watch = Watch()
         peer.sendall(b"one")
         assert netpoll.run(body) == b"two"
+    outcomes = watch.outcomes
     assert outcomes[0] == "EAGAIN" and outcomes[-1] == "data", outcomes

@@ -18,6 +18,7 @@ import pytest
 import netpoll
 from netpoll.core import wakefd
 from netpoll.core.g import current_g
+from tests.helpers.net import ReadOutcomes
 from tests.helpers.net import conn_pair as helper_conn_pair
 
 PARK_KINDS = ["wake-fd", "lock"]
@@ -120,7 +121,6 @@ def test_deadline_extended_from_another_thread_waits_on(pair: Any, park_kind: st
 def test_a_watched_read_tries_the_call_first(pair: Any) -> None:
     """After a parked read a thread may wait before its next read, but not while a
     plugin watches reads: to a plugin every operation tries the system call first."""
-    from netpoll.core.hookspecs import hookimpl
     from netpoll.core.runtime import runtime
 
     c, s = pair
@@ -131,20 +131,7 @@ def test_a_watched_read_tries_the_call_first(pair: Any) -> None:
     t.join(5)
     assert out.get("result") == b"one!"
 
-    outcomes: list[str] = []
-
-    class Watch:
-        @hookimpl(wrapper=True)
-        def read(self, sock: Any, buf: Any) -> Any:
-            try:
-                n = yield
-            except BlockingIOError:
-                outcomes.append("EAGAIN")
-                raise
-            outcomes.append("data")
-            return n
-
-    watch = Watch()
+    watch = ReadOutcomes()
     runtime.pm.register(watch)
     try:
         out = {}
@@ -155,4 +142,5 @@ def test_a_watched_read_tries_the_call_first(pair: Any) -> None:
     finally:
         runtime.pm.unregister(watch)
     assert out.get("result") == b"two!"
+    outcomes = watch.outcomes
     assert outcomes[0] == "EAGAIN" and outcomes[-1] == "data", outcomes

@@ -269,3 +269,25 @@ def is_v6(address: Any) -> bool:
 def is_v4(address: Any) -> bool:
     """True for an IPv4 socket address tuple."""
     return isinstance(address, tuple) and len(address) == 2
+
+
+class ReadOutcomes:
+    """A plugin that watches the ``read`` syscall hook: "EAGAIN" or "data" per call.
+
+    While it is registered no read takes the direct path, so it sees every
+    attempt, the EAGAIN round included.
+    """
+
+    def __init__(self) -> None:
+        self.outcomes: list[str] = []
+
+    @hookimpl(wrapper=True)
+    def read(self, sock: Any, buf: Any) -> Any:
+        """Record how each read attempt ended."""
+        try:
+            n = yield
+        except BlockingIOError:
+            self.outcomes.append("EAGAIN")
+            raise
+        self.outcomes.append("data")
+        return n
