@@ -335,6 +335,20 @@ static int sock_error(int fd) {
 
 /* Open spec.conns connections, each after one echo of min(size, 4096) B.
  * At most OPEN_PARALLEL in progress (the listen backlog never overflows). */
+/* recv into buf: the byte count, or 0 when nothing is there yet; an error,
+ * or EOF (which neither mode expects here), ends the run. */
+static ssize_t recv_some(int fd, const char *during) {
+    ssize_t k = recv(fd, buf, (size_t)bufsize, 0);
+    if (k < 0) {
+        if (errno == EAGAIN || errno == EINTR)
+            return 0;
+        die("recv: %s", strerror(errno));
+    }
+    if (k == 0)
+        die("server closed a connection %s", during);
+    return k;
+}
+
 static int *open_connections(long count, double deadline) {
     int *done = malloc((size_t)count * sizeof *done);
     struct epoll_event evs[MAX_EVENTS];
@@ -372,14 +386,9 @@ static int *open_connections(long count, double deadline) {
                 ep_ctl(EPOLL_CTL_MOD, fd, EPOLLIN);
                 continue;
             }
-            ssize_t k = recv(fd, buf, (size_t)bufsize, 0);
-            if (k < 0) {
-                if (errno == EAGAIN || errno == EINTR)
-                    continue;
-                die("recv: %s", strerror(errno));
-            }
+            ssize_t k = recv_some(fd, "while opening");
             if (k == 0)
-                die("server closed a connection while opening");
+                continue;
             c->got += k;
             if (c->got >= echo) {
                 ep_ctl(EPOLL_CTL_DEL, fd, 0);
@@ -473,14 +482,9 @@ static void run_pingpong(void) {
                 if (!(ev & (EPOLLIN | EPOLLERR | EPOLLHUP)))
                     continue;
             }
-            ssize_t k = recv(fd, buf, (size_t)bufsize, 0);
-            if (k < 0) {
-                if (errno == EAGAIN || errno == EINTR)
-                    continue;
-                die("recv: %s", strerror(errno));
-            }
+            ssize_t k = recv_some(fd, "during ping-pong");
             if (k == 0)
-                die("server closed a connection during ping-pong");
+                continue;
             c->got += k;
             if (c->got < spec.size)
                 continue;
