@@ -112,9 +112,7 @@ class PollerBase:
     def __init__(self) -> None:
         #: Guards the token table, the wakeup flag and the closed flag.  Public
         #: so that a test can hold it (as a poll thread would at fork time).
-        #: Reentrant: an allocation under it can run the GC, whose finalizers
-        #: may close a socket, which unregisters its fd here on this thread.
-        self.lock = threading.RLock()
+        self.lock = threading.Lock()
         self._tokens: dict[int, object] = {}
         #: The wakeup channel, made by ``_open_locked`` (None: not made, or
         #: the backend wakes another way, like kqueue's EVFILT_USER).
@@ -276,7 +274,7 @@ class PollerBase:
         if os.getpid() != self._pid:
             # After fork the lock may be held by a thread that does not exist
             # in this process (the parent's poll thread): take a fresh one.
-            self.lock = threading.RLock()
+            self.lock = threading.Lock()
             self._pid = os.getpid()
         with self.lock:
             if self._closed:

@@ -36,15 +36,12 @@ locks.  Whichever runs second sees the other, and the ``_destroyed`` flag
 
 from __future__ import annotations
 
-from _thread import RLock, allocate_lock
+from _thread import allocate_lock
 
 from netpoll.core.g import current_g
 from netpoll.core.park import Waiter, park_waiter
 
-# Reentrant: a critical section that allocates can run the GC, whose
-# finalizers (urllib3's weakref.finalize, a socket's __del__) may close
-# another FD on this thread and take this lock again.
-_STATE_LOCK = RLock()
+_STATE_LOCK = allocate_lock()
 
 
 class FDMutex:

@@ -638,27 +638,6 @@ def test_kqueue_eof_on_read_filter_reports_write_too(
         b.poller.shutdown()
 
 
-def test_close_from_a_finalizer_under_the_lock_does_not_deadlock(
-    bk: Backend, sockpair: tuple[socket.socket, socket.socket]
-) -> None:
-    """The GC may run a finalizer that closes a socket (urllib3's weakref.finalize)
-    at any allocation, including one made while this thread holds the poller's
-    lock mid-netpoll: the close's netpollclose must not wait for that lock."""
-    a, _ = sockpair
-    bk.open(a.fileno(), object())
-    done = threading.Event()
-
-    def close_under_the_lock() -> None:
-        with bk.poller.lock:  # type: ignore[attr-defined]  # PollerBase.lock, documented
-            bk.poller.netpollclose(a.fileno())
-        done.set()
-
-    t = threading.Thread(target=close_under_the_lock, daemon=True)
-    t.start()
-    t.join(SLOW)
-    assert done.is_set(), "netpollclose under the poller's own lock deadlocked"
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_shutdown_in_forked_child_does_not_deadlock(bk: Backend) -> None:
