@@ -29,6 +29,8 @@ from netpoll.core.fd import FD
 from netpoll.core.g import current_thread_g
 from netpoll.core.hookspecs import MODE_R
 from netpoll.core.runtime import runtime
+from netpoll.testing import Faults
+from netpoll.testing.faults import on_thread
 from tests.helpers.net import ReadOutcomes
 
 MESSAGES = 200
@@ -282,3 +284,36 @@ def test_a_watched_goroutine_read_tries_the_call_first(backend: str) -> None:
         assert netpoll.run(body) == b"two"
     outcomes = watch.outcomes
     assert outcomes[0] == "EAGAIN" and outcomes[-1] == "data", outcomes
+
+
+def test_a_thread_that_parked_leaves_no_hint_a_goroutine_trusts(backend: str) -> None:
+    """A thread's read parks in the kernel while the M the fd is registered
+    with takes the edge of the data that wakes it; the thread reads part of
+    that data.  The rest is queued with no edge to come, so a goroutine's next
+    read must try first; parking first would wait for its deadline."""
+    if current_thread_g().poll_m is not None:
+        pytest.skip("this thread parks on a lock (no wake fd here), not in the kernel")
+    with tcp_pair() as (ours, peer):
+        fd = FD(ours)
+        try:
+            # A goroutine parks on the fd first: it is registered with the M.
+            g = netpoll.go(fd.read, 1)
+            time.sleep(0.05)
+            peer.sendall(b"a")
+            assert g.join(JOIN) and g.result() == b"a"
+            # This thread parks; its wait starts late, so the M's poller
+            # delivers the edge of the data to it first.
+            late = threading.Timer(0.05, peer.sendall, (b"x" * 100,))
+            with Faults() as faults:
+                faults.delay("netpollwait", 0.3, where=on_thread())
+                late.start()
+                try:
+                    assert fd.read(10) == b"x" * 10  # full: 90 bytes stay queued
+                finally:
+                    late.join(JOIN)
+            fd.set_deadline_in(2.0, MODE_R)  # a stall fails here, not hangs
+            g = netpoll.go(fd.read, 100)
+            assert g.join(JOIN)
+            assert g.result() == b"x" * 90
+        finally:
+            fd.close()

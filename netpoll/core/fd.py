@@ -23,12 +23,14 @@ import math
 import os
 import stat
 import time
+from _thread import get_ident as _get_ident
 from collections.abc import Callable
 from typing import Any
 
+from netpoll.core import finalizer as _finalizer
 from netpoll.core.errors import FileClosingError, NetClosingError
 from netpoll.core.fdmutex import FDMutex
-from netpoll.core.g import current_g
+from netpoll.core.g import RHINT_DRAINED, current_g
 from netpoll.core.hookspecs import MODE_R, MODE_RW, MODE_W
 from netpoll.core.park import Note
 from netpoll.core.polldesc import PollDesc, close_polldesc, open_polldesc
@@ -237,7 +239,16 @@ class FD:
         Operations parked in other threads fail with the closing error; the
         OS descriptor is closed when the last of them has left (which may be
         this call).  A second close raises the closing error.
+
+        Called by a finalizer during a garbage collection, it only queues the
+        close for the finalizer thread (:mod:`netpoll.core.finalizer`): the
+        collection may have started at an allocation made under a lock the
+        close needs (the fdMutex state lock, a pollDesc's, a poller's).
         """
+        collecting = _finalizer.collecting
+        if collecting and collecting == _get_ident() and _finalizer._thread is not None:
+            _finalizer.queue_close(self.close)
+            return
         mu = self._mu
         if not mu.incref_and_close():
             raise self._closing_error()
@@ -313,12 +324,13 @@ class FD:
                 d = pd.rd
                 if pd.closing or (d and (d < 0 or d <= _monotonic())):
                     pd.prepare(MODE_R)  # raises the closing or timeout error
-                if pd.rhint and _table.read_direct:
+                hint = pd.rhint
+                if hint and _table.read_direct:
                     # The last read expects nothing yet: wait first, skipping
                     # the EAGAIN round (see PollDesc.wait), before the latch
                     # is dropped.
-                    pd.rhint = False
-                    pd.wait(MODE_R, True)
+                    pd.rhint = 0
+                    pd.wait(MODE_R, hint)
                 pd.rg = None  # a stale notice: the call below tries anyway
             sock = self.sock
             while True:
@@ -328,7 +340,7 @@ class FD:
                         if n > 0 and pd is not None and pd.short_read_drains:
                             kind = buf.__class__
                             if (kind is bytearray or kind is memoryview) and n < len(buf):
-                                pd.rhint = True  # short: see read
+                                pd.rhint = RHINT_DRAINED  # short: see read
                     else:
                         n = _table.read(sock, buf)
                     return n
@@ -366,9 +378,10 @@ class FD:
                 d = pd.rd
                 if pd.closing or (d and (d < 0 or d <= _monotonic())):
                     pd.prepare(MODE_R)
-                if pd.rhint and _table.read_direct:
-                    pd.rhint = False
-                    pd.wait(MODE_R, True)
+                hint = pd.rhint
+                if hint and _table.read_direct:
+                    pd.rhint = 0
+                    pd.wait(MODE_R, hint)
                 pd.rg = None
             sock = self.sock
             while True:
@@ -378,7 +391,7 @@ class FD:
                         # Short on TCP: the receive queue is empty now, so the
                         # next read waits first (PollDesc.wait says why).
                         if data and pd is not None and pd.short_read_drains and len(data) < n:
-                            pd.rhint = True
+                            pd.rhint = RHINT_DRAINED
                         return data
                     except BlockingIOError:
                         if pd is None:
@@ -648,9 +661,10 @@ class FD:
         try:
             pd = self.pd
             if pd is not None:
-                if wait_first and read and pd.rhint:
-                    pd.rhint = False
-                    pd.wait(MODE_R, True)
+                hint = pd.rhint
+                if wait_first and read and hint:
+                    pd.rhint = 0
+                    pd.wait(MODE_R, hint)
                 pd.prepare(mode)
             while not fn(self.sysfd):
                 if pd is None:

@@ -13,19 +13,42 @@ thread; ``queue.SimpleQueue.put`` is documented as reentrant, safe to call
 from ``__del__`` and weakref callbacks.  The thread is started by
 :func:`ensure_started`, which the objects that have finalizers call when
 they are made (and again after a fork, which keeps no thread).
+
+Other libraries' finalizers close our sockets too (urllib3 closes a pooled
+connection's socket from a ``weakref.finalize``), and those call an
+ordinary ``close``.  So the collector's own phases are watched
+(``gc.callbacks``): :data:`collecting` is the ident of the thread running a
+collection, and ``FD.close`` called there queues itself here instead of
+taking the locks its thread may already hold.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import queue
 import threading
 from collections.abc import Callable
+from typing import Any
 
 #: Closes waiting to run; an Event is a drain marker (see :func:`drain`).
 _pending: queue.SimpleQueue[Callable[[], object] | threading.Event] = queue.SimpleQueue()
 _thread: threading.Thread | None = None
 _start_lock = threading.Lock()
+
+
+#: The ident of the thread running a garbage collection, else 0.  CPython
+#: runs one collection at a time, so one value is enough.
+collecting = 0
+
+
+def _gc_phase(phase: str, info: dict[str, Any]) -> None:
+    """``gc.callbacks`` entry: note which thread collects, from start to stop."""
+    global collecting
+    collecting = threading.get_ident() if phase == "start" else 0
+
+
+gc.callbacks.append(_gc_phase)
 
 
 def _run() -> None:

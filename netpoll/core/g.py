@@ -56,6 +56,14 @@ _get_ident = threading.get_ident
 _getcurrent = greenlet.getcurrent
 GreenletExit = greenlet.GreenletExit
 
+#: Values of ``PollDesc.rhint``, what the last read on the fd says of the next
+#: one.  DRAINED: a short TCP read emptied the receive queue, so any G may
+#: park before it tries (see ``PollDesc.wait``).  PARKED: the last read parked a thread
+#: in the kernel; only a G that waits there (level-triggered) may wait first,
+#: because the data that woke it may still be queued with no edge to come.
+RHINT_DRAINED = 1
+RHINT_PARKED = 2
+
 
 def _print_exception(g: GreenletG, exc: BaseException) -> None:
     print(f"Exception in goroutine {g.name}:", file=sys.stderr)
@@ -436,7 +444,7 @@ class ThreadG:
                     if timeout < 0.0:
                         timeout = 0.0
                 if read:
-                    pd.rhint = True
+                    pd.rhint = RHINT_PARKED
                 if _table.netpollwait_direct:
                     modes: int = runtime.thread_poller().netpollwait(fd, mode, wake_fd, timeout)
                 else:

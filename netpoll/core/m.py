@@ -216,7 +216,17 @@ class M:
         """Register ``pd``'s fd with this M's poller (``pd.lock`` held; Go's netpollopen).
 
         Raises the backend's :class:`OSError` (``EPERM``: not pollable).
+        The first fd after a backend switch goes to a poller of the new
+        backend: the M replaces its poller here, on its own thread, if it has
+        not polled since the switch (a G it was handed runs before its next
+        poll), since an M keeps its poller while fds are registered with it.
         """
+        if (
+            runtime.backend_generation != self._backend_generation
+            and not self.pds
+            and self.ident == _get_ident()
+        ):
+            self._ensure_poller()
         poller = self.poller
         if _table.netpollopen_direct and poller is not None:
             poller.netpollopen(pd.fd, pd.token)  # what the table's forwarder does

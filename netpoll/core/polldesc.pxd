@@ -14,7 +14,7 @@ cdef class PollDesc:
     cdef public double wd
     cdef public double rtimer
     cdef public double wtimer
-    cdef public bint rhint
+    cdef public int rhint
     cdef public bint short_read_drains
     cdef public object m
 

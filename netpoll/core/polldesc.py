@@ -47,7 +47,7 @@ from typing import Any
 import greenlet
 
 from netpoll.core.errors import DeadlineExceededError, FileClosingError, NetClosingError
-from netpoll.core.g import G, GreenletG, current_thread_g
+from netpoll.core.g import RHINT_PARKED, G, GreenletG, current_thread_g
 from netpoll.core.hookspecs import MODE_EXCEPT, MODE_R, MODE_W
 from netpoll.core.m import M, set_event_delivery
 from netpoll.core.runtime import runtime
@@ -113,9 +113,9 @@ class PollDesc:
         #: When the deadline timer armed for each direction fires (0: none).
         self.rtimer = 0.0
         self.wtimer = 0.0
-        #: The next read may wait before it tries (see wait): the last read
-        #: parked in the kernel (a thread G), or was short on a TCP socket.
-        self.rhint = False
+        #: The next read may wait before it tries (see wait): 0, or
+        #: RHINT_DRAINED / RHINT_PARKED, what the last read found.
+        self.rhint = 0
         #: A read shorter than asked for emptied the socket: a TCP socket,
         #: on a backend that reports exceptional conditions or is
         #: level-triggered, with none reported yet (see wait).  Set by the FD.
@@ -138,7 +138,7 @@ class PollDesc:
         self.rg = self.wg = None
         self.rd = self.wd = 0.0
         self.rtimer = self.wtimer = 0.0
-        self.rhint = False
+        self.rhint = 0
         self.short_read_drains = False
         self.m = None
 
@@ -318,35 +318,37 @@ class PollDesc:
                 self.raise_for(self.check(mode))
             self.wg = None
 
-    def wait(self, mode: int, first: bool = False) -> None:
+    def wait(self, mode: int, first: int = 0) -> None:
         """poll_runtime_pollWait: park until ready, closed, or past the deadline.
 
         Returns normally on readiness (the caller retries the syscall); raises
         :class:`NetClosingError` or :class:`DeadlineExceededError` otherwise.
 
         ``first``: the caller has not tried the system call yet, because it
-        expects to find nothing (``rhint``): the last read on this fd parked
-        in the kernel, or was short on a TCP socket.  The caller calls this
-        *before* dropping the ready latch (``rg = None``), so a notice that
-        arrived since its last system call is consumed here and it tries at
-        once.  Otherwise:
+        expects to find nothing: the ``rhint`` the last read left, which the
+        caller has cleared.  The caller calls this *before* dropping the ready
+        latch (``rg = None``), so a notice that arrived since the last system
+        call is consumed here and it tries at once.  Otherwise:
 
-        * a thread that waits in the kernel waits first: its wait (poll(2) on
-          the fd) is level-triggered, so data already there returns at once
-          and the EAGAIN round is saved;
-        * a goroutine parks first too, which is safe because its last read
-          left the latch set when it started (Go's pollReset comes before the
-          syscall): every segment that arrived since then raised an edge on
+        * a thread that waits in the kernel waits first on either hint: its
+          wait (poll(2) on the fd) is level-triggered, so data already there
+          returns at once and the EAGAIN round is saved;
+        * a goroutine parks first only on ``RHINT_DRAINED``: a short TCP read
+          means the receive queue was empty when it returned, and the latch
+          was dropped before that read (Go's pollReset comes before the
+          syscall), so every segment that arrived since then raised an edge on
           the edge-triggered poller the fd is registered with, and that edge
-          sets the latch or wakes the parked G; a level-triggered poller or a
-          first registration reports data already there.  A short TCP read
-          means the receive queue was empty when it returned.  It may still
-          leave something readable whose edge came before: EOF (a FIN behind
-          the data is taken with it), a pending error, or data behind an
-          urgent mark (``tcp_recvmsg`` stops there).  Each of those raises an
-          exceptional event, which an edge-triggered backend must report
-          (``MODE_EXCEPT``; ``netpollready`` then clears
-          ``short_read_drains`` for good), or the FD never sets that flag;
+          set the latch or wakes the parked G; a level-triggered poller or a
+          first registration reports data already there.  ``RHINT_PARKED``
+          gives no such promise: the thread's read after its wait may have
+          left data queued whose edge the wakeup consumed, so the goroutine
+          tries first.  A short read may still leave something readable whose
+          edge came before: EOF (a FIN behind the data is taken with it), a
+          pending error, or data behind an urgent mark (``tcp_recvmsg`` stops
+          there).  Each of those raises an exceptional event, which an
+          edge-triggered backend must report (``MODE_EXCEPT``;
+          ``netpollready`` then clears ``short_read_drains`` for good), or the
+          FD never sets that flag;
         * a thread that parks on its semaphore returns at once and tries.
 
         netpollblock: under ``pd.lock`` a ready latch is consumed without
@@ -360,6 +362,8 @@ class PollDesc:
             g = current_thread_g()
             if first and not g.waits_in_kernel:
                 return
+        elif first == RHINT_PARKED:
+            return
         lock = self.lock
         while True:
             lock.acquire()
