@@ -116,18 +116,25 @@ def test_finalizer_close_while_green_fd_lock_is_held_does_not_deadlock() -> None
 
 
 LOCK_CHILD = r"""
-import gc, sys, time, weakref
+import gc, socket as std, sys, weakref
 import netpoll
 from netpoll.core import finalizer
-from netpoll.core.runtime import runtime
+from netpoll.green import socket as gs
 
-which = sys.argv[1]
+which, kind = sys.argv[1], sys.argv[2]
 netpoll.use_backend("poll")  # level-triggered: its netpoll and netpollclose take its lock
-ln = netpoll.listen("tcp", "127.0.0.1:0")
-conn = netpoll.dial("tcp", str(ln.addr()))
-peer = ln.accept()
-reader = netpoll.go(conn.read, 10)  # parks: conn's fd is registered with an M's poller
-while conn._fd.pd.m is None:
+ls = std.socket()
+ls.bind(("127.0.0.1", 0))
+ls.listen()
+if kind == "conn":
+    conn = netpoll.dial("tcp", "127.0.0.1:%d" % ls.getsockname()[1])
+    fd, read = conn._fd, conn.read
+else:  # a green socket, as a patched library makes: no Conn starts the finalizer thread
+    conn = gs.create_connection(ls.getsockname())
+    fd, read = conn._get_fd(), conn.recv
+peer, _ = ls.accept()
+reader = netpoll.go(read, 10)  # parks: the fd is registered with an M's poller
+while fd.pd.m is None:
     netpoll.sleep(0.001)
 
 class Cycle:
@@ -138,30 +145,34 @@ junk.me = junk
 weakref.finalize(junk, conn.close)  # as urllib3 closes a dropped pool's sockets
 del junk
 
-# The locks conn's close takes, held by this thread as a collection starts
-# at an allocation inside their critical sections.
-lock = conn._fd._mu.state_lock if which == "state" else conn._fd.pd.m.poller.lock
+# The locks the close takes, held by this thread as a collection starts at
+# an allocation inside their critical sections.
+lock = fd._mu.state_lock if which == "state" else fd.pd.m.poller.lock
 with lock:
     gc.collect()
 assert finalizer.drain(10), "the queued close never ran"
-assert conn.closed
+assert fd.closed
 try:
     reader.result(10)
-except netpoll.ErrClosed:
-    pass
-peer.set_read_deadline(time.time() + 10)
-print("eof" if peer.read(1) == b"" else "no eof")
+except OSError:
+    pass  # ErrClosed (a Conn) or EBADF (a socket): the parked read woke
+peer.settimeout(10)
+print("eof" if peer.recv(1) == b"" else "no eof")
 peer.close()
-ln.close()
+ls.close()
 """
 
 
+@pytest.mark.parametrize("kind", ["conn", "green"])
 @pytest.mark.parametrize("which", ["state", "poller"])
-def test_finalizer_close_while_a_close_lock_is_held_does_not_deadlock(which: str) -> None:
+def test_finalizer_close_while_a_close_lock_is_held_does_not_deadlock(
+    which: str, kind: str
+) -> None:
     """The fdMutex state lock (taken by every close) and a level-triggered
     poller's lock (taken by netpollclose), held in the thread whose allocation
-    starts a collection: the close a finalizer makes there is queued for the
-    finalizer thread and runs once the lock is free."""
-    res = proc.run([sys.executable, "-c", LOCK_CHILD, which], timeout=30)
+    starts a collection: the close a finalizer makes there, of a Conn or of a
+    green socket, is queued for the finalizer thread and runs once the lock is
+    free."""
+    res = proc.run([sys.executable, "-c", LOCK_CHILD, which, kind], timeout=30)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.strip() == "eof"

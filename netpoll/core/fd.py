@@ -147,6 +147,11 @@ class FD:
             raise ValueError(f"netpoll: bad file descriptor {sysfd}")
         self.sock = sock
         self.sysfd = sysfd
+        if _finalizer._thread is None:
+            # A close made by a finalizer during a collection is queued for
+            # that thread (see close): it must run before the first such
+            # close, which may come from a collection inside this very call.
+            _finalizer.ensure_started()
         self.is_file = is_file
         self._mu = FDMutex()
         self._csema: Any = None
