@@ -69,11 +69,21 @@ def ensure_started() -> None:
     global _thread
     if _thread is not None:
         return
+    # The thread is claimed under the lock but started outside it:
+    # ``Thread.start`` waits for the new thread, and with ``threading``
+    # patched that wait parks the calling goroutine, whose M may then run
+    # another goroutine that comes here; it must find the thread claimed,
+    # not block the M on a lock its parked goroutine holds.  Closes queued
+    # before the thread runs wait in the queue for it.
     with _start_lock:
-        if _thread is None:
-            t = threading.Thread(target=_run, name="netpoll-finalizer", daemon=True)
-            t.start()
-            _thread = t
+        if _thread is not None:
+            return
+        t = _thread = threading.Thread(target=_run, name="netpoll-finalizer", daemon=True)
+    try:
+        t.start()
+    except BaseException:
+        _thread = None
+        raise
 
 
 def queue_close(close: Callable[[], object]) -> None:
